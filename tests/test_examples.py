@@ -1,0 +1,140 @@
+"""Everything under examples/ is something a user copies: it must at least parse.
+
+Each tool's own tests also load its example configs with its config schema.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+BIN = Path(sys.executable).parent
+TOOLS = ("mint-poll", "mint-ssh", "mint-s3job", "mint-burst")
+
+
+def examples(*suffixes: str) -> list[Path]:
+    return sorted(p for p in EXAMPLES.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(EXAMPLES))
+
+
+def _mint_invocations(command_line: str) -> list[list[str]]:
+    """The argv of each mint tool a shell line runs (words after the tool up to an operator)."""
+    try:
+        words = shlex.split(command_line, comments=True)
+    except ValueError:
+        return []
+    calls: list[list[str]] = []
+    for index, word in enumerate(words):
+        if Path(word).name in TOOLS:
+            argv = [Path(word).name]
+            for rest in words[index + 1 :]:
+                if rest in ("|", "||", "&&", ";", ">", ">>", "2>&1"):
+                    break
+                argv.append(rest)
+            calls.append(argv)
+    return calls
+
+
+def _subcommand(argv: list[str]) -> str | None:
+    for word in argv[1:]:
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def assert_tool_command_exists(argv: list[str]) -> None:
+    """`<tool> <subcommand> --help` must succeed: the example names a real command."""
+    tool = BIN / argv[0]
+    if not tool.exists():
+        pytest.fail(f"{argv[0]} is not installed in this venv")
+    sub = _subcommand(argv)
+    probe = [str(tool), sub, "--help"] if sub else [str(tool), "--help"]
+    result = subprocess.run(probe, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"{' '.join(probe)} failed: {result.stderr}"
+
+
+@pytest.mark.parametrize("path", examples(".yaml", ".yml"), ids=_id)
+def test_yaml_examples_parse(path: Path) -> None:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{path} should hold a mapping"
+
+
+@pytest.mark.parametrize("path", examples(".json"), ids=_id)
+def test_json_examples_parse(path: Path) -> None:
+    json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", examples(".sh"), ids=_id)
+def test_shell_examples_have_valid_syntax(path: Path) -> None:
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for line in path.read_text(encoding="utf-8").splitlines():
+        for argv in _mint_invocations(line):
+            assert_tool_command_exists(argv)
+
+
+def _read_unit(path: Path) -> configparser.RawConfigParser:
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(path.read_text(encoding="utf-8"), source=str(path))
+    return parser
+
+
+@pytest.mark.parametrize("path", examples(".service"), ids=_id)
+def test_systemd_services_are_well_formed(path: Path) -> None:
+    unit = _read_unit(path)
+    assert unit.has_section("Unit") and unit.has_section("Service"), path
+    exec_start = unit.get("Service", "ExecStart", fallback="")
+    assert exec_start.startswith("/"), f"ExecStart must be an absolute path: {exec_start!r}"
+    for argv in _mint_invocations(exec_start):
+        assert_tool_command_exists(argv)
+
+
+@pytest.mark.parametrize("path", examples(".timer"), ids=_id)
+def test_systemd_timers_are_well_formed(path: Path) -> None:
+    unit = _read_unit(path)
+    assert unit.has_section("Timer") and unit.has_section("Install"), path
+    keys = set(unit.options("Timer"))
+    assert keys & {"OnCalendar", "OnBootSec", "OnUnitActiveSec", "OnActiveSec"}, path
+    service = unit.get("Timer", "Unit", fallback=path.stem + ".service")
+    assert (path.parent / service).exists(), f"{path} triggers {service}, which is not in examples"
+
+
+_CRON_FIELD = re.compile(r"^[\d*/,\-]+$")
+
+
+@pytest.mark.parametrize("path", examples(".cron", "crontab"), ids=_id)
+def test_cron_lines_are_well_formed(path: Path) -> None:
+    lines = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines, f"{path} has no cron line"
+    for line in lines:
+        if re.match(r"^[A-Z_]+=", line):
+            continue
+        fields = line.split(None, 5)
+        assert len(fields) == 6, f"expected 5 time fields and a command: {line!r}"
+        assert all(_CRON_FIELD.match(f) for f in fields[:5]), line
+        for argv in _mint_invocations(fields[5]):
+            assert_tool_command_exists(argv)
+
+
+def test_mint_invocations_are_found_in_shell_lines() -> None:
+    line = "MINT=1 /usr/local/bin/mint-poll once --config /etc/x.yaml >> /var/log/x 2>&1"
+    assert _mint_invocations(line) == [["mint-poll", "once", "--config", "/etc/x.yaml"]]
+    assert _subcommand(["mint-poll", "-v", "once"]) == "once"
+    assert _mint_invocations("echo 'unbalanced") == []
