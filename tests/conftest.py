@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,8 +105,10 @@ def base_only_venv() -> Iterator[Path]:
     with open(build / "base-venv.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (target / ".complete").exists():
+            # Another run may still use a venv built from other sources: drop only old ones.
             for stale in build.glob("base-venv-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+                if time.time() - stale.stat().st_mtime > 3600:
+                    shutil.rmtree(stale, ignore_errors=True)
             venv.EnvBuilder(with_pip=True, clear=True).create(target)
             subprocess.run(
                 [

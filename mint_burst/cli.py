@@ -1,0 +1,275 @@
+"""mint-burst command line: a thin click layer over mint_burst.service and mint_burst.simulate."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from mint_common.cli import MintGroup, common_options, current_options, exit_with
+from mint_common.errors import InputError, JobFailed, NoInputError, TryAgainLater
+from mint_common.output import emit_json, emit_table
+
+
+@click.group(cls=MintGroup, tool="mint-burst")
+@click.version_option(package_name="mint-tools", prog_name="mint-burst")
+@common_options
+def main() -> None:
+    """Grow a Slurm/Torque cloud queue with cloud VMs when jobs wait, and shrink it safely.
+
+    Runs on the scheduler's head node. Node names and private IPs come from the
+    seed's hosts.json; the seed's env settings (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME,
+    VC_NAME, ...) are read as they are. See docs/mint-burst.md.
+    """
+
+
+def _dry_run_option(fn: Any) -> Any:
+    fn = click.option(
+        "--reap-orphans",
+        is_flag=True,
+        help="Terminate instances tagged with our cluster that the state file does not know.",
+    )(fn)
+    return click.option("--dry-run", is_flag=True, help="Print the actions; change nothing.")(fn)
+
+
+@main.command()
+@common_options
+@_dry_run_option
+def run(dry_run: bool, reap_orphans: bool) -> None:
+    """The service loop: one reconcile step every poll_interval.
+
+    SIGTERM (systemctl stop) finishes the current step, saves the state and exits 0.
+
+        mint-burst run --config /etc/mint/mint-burst.yaml
+    """
+    from mint_burst import service
+
+    config = service.load(current_options().config_file)
+    service.run_loop(config, dry_run=dry_run, reap_orphans=reap_orphans)
+
+
+@main.command()
+@common_options
+@_dry_run_option
+@click.option("--json", "as_json", is_flag=True, help="Print the step's report as JSON.")
+def once(dry_run: bool, reap_orphans: bool, as_json: bool) -> None:
+    """One reconcile step, for a systemd timer or cron.
+
+    Exit 0: done; 1: an action failed; 69: the scheduler could not be read, so
+    nothing was decided; 75: another run holds the lock.
+    """
+    from mint_burst import service
+
+    config = service.load(current_options().config_file)
+    report = service.run_once(config, dry_run=dry_run, reap_orphans=reap_orphans)
+    if as_json:
+        emit_json({"dry_run": dry_run, **report.to_json()})
+    else:
+        prefix = "would " if dry_run else ""
+        for action in report.actions:
+            click.echo(f"{prefix}{action.describe()}")
+        if not report.actions:
+            click.echo("no action needed")
+        for line in [*report.done, *report.notes]:
+            click.echo(line)
+        if report.status is not None:
+            for line in report.errors:
+                click.echo(f"error: {line}", err=True)
+    service.require_readable(report)
+    if report.errors:
+        raise JobFailed(f"{len(report.errors)} action(s) failed: {report.errors[0]}")
+
+
+@main.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--no-scheduler", is_flag=True, help="Only the state file; do not run squeue/qstat.")
+def status(as_json: bool, no_scheduler: bool) -> None:
+    """Queue counts, the node table with phases and ages, today's node-hours."""
+    from mint_burst import service
+
+    config = service.load(current_options().config_file)
+    view = service.status(config, read_scheduler=not no_scheduler)
+    document = view.to_json()
+    if as_json:
+        emit_json(document)
+        return
+    queue = document["queue"]
+    if "error" in queue:
+        click.echo(f"queue {config.queue!r}: cannot read the scheduler: {queue['error']}")
+    elif "pending_jobs" in queue:
+        click.echo(
+            f"queue {config.queue!r}: {queue['pending_jobs']} pending, "
+            f"{queue['running_jobs']} running ({queue['nodes_needed']} node(s) needed)"
+        )
+    age = document["heartbeat_age_s"]
+    click.echo(
+        "heartbeat: never"
+        if age is None
+        else f"heartbeat: {age:.0f} s ago{' (STALE)' if view.stale else ''}"
+    )
+    click.echo(f"node-hours today (UTC): {document['node_hours_today']:.2f}")
+    click.echo(f"nodes: {len(document['nodes'])} of at most {document['node_cap']}")
+    rows = [
+        (
+            n["name"],
+            n["ip"],
+            n["phase"],
+            n["instance_id"] or "-",
+            _age(n["age_s"]),
+            _age(n["in_phase_s"]),
+            _age(n["idle_s"]),
+        )
+        for n in document["nodes"]
+    ]
+    if rows:
+        emit_table(("node", "ip", "phase", "instance", "age", "in phase", "idle"), rows)
+    for orphan in document["orphans"]:
+        click.echo(f"orphan: {orphan['instance_id']} (node tag {orphan['node'] or '-'})")
+    if document["last_error"]:
+        click.echo(f"last error: {document['last_error']}")
+
+
+def _age(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    return str(dt.timedelta(seconds=int(seconds)))
+
+
+@main.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def check(as_json: bool) -> None:
+    """Diagnostics: config, host list, scheduler commands, EC2 permissions (DryRun), state.
+
+    Exit 0 if nothing failed, 1 otherwise.
+    """
+    from mint_burst import service
+
+    runner = service.run_checks(current_options().config_file)
+    exit_with(runner.render(as_json=as_json, title="mint-burst check"))
+
+
+@main.command("drain-all")
+@common_options
+@click.option("--force", is_flag=True, help="Do not wait for running jobs: they are requeued.")
+@click.option("--no-wait", is_flag=True, help="Drain and return; nodes with jobs stay draining.")
+def drain_all(force: bool, no_wait: bool) -> None:
+    """Drain and remove every burst node (admin). Waits for running jobs unless --force.
+
+    Exit 75 if nodes are still draining when it returns (--no-wait, or a stop signal).
+    """
+    from mint_burst import service
+
+    config = service.load(current_options().config_file)
+    waiting = service.drain_all(config, force=force, wait=not no_wait)
+    if waiting:
+        raise TryAgainLater(f"still draining (jobs running): {', '.join(waiting)}")
+    click.echo("every burst node is drained and terminating")
+
+
+@main.command()
+@common_options
+@click.option(
+    "--trace",
+    "trace_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="sacct --parsable2 --noheader --format=JobID,Submit,Start,End,NNodes,Partition,State",
+)
+@click.option("--boot-time", default="180", show_default=True, help="Seconds (or 3m) to boot.")
+@click.option("--max-nodes", default=16, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--idle-timeout", default="600", show_default=True, help="Seconds (or 10m).")
+@click.option("--poll-interval", default="60", show_default=True, help="Seconds between steps.")
+@click.option(
+    "--policy", type=click.Choice(["ours", "legacy", "both"]), default="ours", show_default=True
+)
+@click.option(
+    "--squeue-fail-at",
+    default=None,
+    metavar="T,DURATION",
+    help="The scheduler does not answer from T for DURATION (e.g. 2h,15m).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def simulate(
+    trace_file: Path,
+    boot_time: str,
+    max_nodes: int,
+    idle_timeout: str,
+    poll_interval: str,
+    policy: str,
+    squeue_fail_at: Optional[str],
+    as_json: bool,
+) -> None:
+    """Replay a job trace through the real policy with a simulated clock and cloud.
+
+        sacct --parsable2 --noheader -S 2026-10-01 -r cloud \\
+          --format=JobID,Submit,Start,End,NNodes,Partition,State > cloud.sacct
+        mint-burst simulate --trace cloud.sacct --idle-timeout 300 --policy both
+    """
+    from mint_burst import simulate as sim
+
+    if not trace_file.is_file():
+        raise NoInputError(f"trace file {trace_file} does not exist")
+    try:
+        text = trace_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"trace file {trace_file} is not UTF-8 text: {exc}") from None
+    jobs = sim.parse_sacct(text, str(trace_file))
+    fail = None
+    if squeue_fail_at is not None:
+        parts = squeue_fail_at.split(",")
+        if len(parts) != 2:
+            raise InputError(f"--squeue-fail-at: expected T,DURATION, got {squeue_fail_at!r}")
+        fail = (
+            sim.parse_duration(parts[0], "--squeue-fail-at"),
+            sim.parse_duration(parts[1], "--squeue-fail-at"),
+        )
+    choices: dict[str, tuple[sim.Policy, ...]] = {
+        "ours": ("ours",),
+        "legacy": ("legacy",),
+        "both": ("ours", "legacy"),
+    }
+    results = [
+        sim.simulate(
+            jobs,
+            policy=name,
+            boot_time=sim.parse_duration(boot_time, "--boot-time"),
+            max_nodes=max_nodes,
+            idle_timeout=sim.parse_duration(idle_timeout, "--idle-timeout"),
+            poll_interval=sim.parse_duration(poll_interval, "--poll-interval"),
+            squeue_fail=fail,
+        )
+        for name in choices[policy]
+    ]
+    if as_json:
+        emit_json({"trace": str(trace_file), "results": [r.to_json() for r in results]})
+        return
+    columns = (
+        "policy",
+        "jobs",
+        "node-h billed",
+        "idle node-h",
+        "mean wait s",
+        "p95 wait s",
+        "max nodes",
+        "scale events",
+        "jobs killed",
+    )
+    rows = [
+        (
+            r.policy,
+            r.jobs,
+            f"{r.node_hours_billed:.1f}",
+            f"{r.idle_node_hours:.1f}",
+            f"{r.mean_wait_s:.0f}",
+            f"{r.p95_wait_s:.0f}",
+            r.max_nodes,
+            r.scale_events,
+            r.jobs_killed,
+        )
+        for r in results
+    ]
+    emit_table(columns, rows, title=f"simulated {trace_file.name}")

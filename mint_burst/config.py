@@ -1,0 +1,152 @@
+"""mint-burst settings: one frozen dataclass, loaded by mint_common.config.
+
+The seed agent's environment variables (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME,
+NFS_MOUNT_POINT, NFS_LOCAL_DIR, PROVIDER_NAME, FLAVOR_NAME, IMAGE_NAME,
+VC_NAME) are read under their own names and accepted as key names in YAML,
+so a site's `env` file keeps working (for example as a systemd EnvironmentFile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Literal, Optional
+
+from mint_burst.model import Host
+from mint_burst.policy import PolicySettings
+from mint_common.errors import ConfigError
+
+TOOL = "mint-burst"
+
+
+def _legacy(name: str) -> dict[str, tuple[str, ...]]:
+    return {"aliases": (name,), "env": (name,)}
+
+
+def _default_state_file() -> Path:
+    return Path.home() / ".local" / "state" / "mint-burst" / "state.json"
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    """How to start a node on EC2 (launch template, or AMI + instance type + subnet)."""
+
+    region: Optional[str] = None
+    endpoint_url: Optional[str] = None
+    launch_template: Optional[str] = None
+    launch_template_version: str = "$Default"
+    image_id: Optional[str] = None
+    instance_types: list[str] = field(default_factory=list)
+    subnets: list[str] = field(default_factory=list)
+    security_group_ids: list[str] = field(default_factory=list)
+    key_name: Optional[str] = None
+    iam_instance_profile: Optional[str] = None
+    capacity_backoff: float = 600.0
+    max_attempts: int = 5
+    tags: dict[str, str] = field(default_factory=dict)
+    user_data_file: Optional[Path] = None
+
+
+@dataclass(frozen=True)
+class CommandSettings:
+    """Site scripts for the command provider (argument lists; JSON on stdin and stdout)."""
+
+    create: List[str] = field(default_factory=list)
+    delete: List[str] = field(default_factory=list)
+    # Named after the action; declared last because it shadows the builtin in the class body.
+    list: List[str] = field(default_factory=list)
+    timeout: float = 900.0
+
+
+@dataclass(frozen=True)
+class BurstConfig:
+    scheduler: Literal["slurm", "torque", "pbspro"] = "slurm"
+    queue: str = field(default="cloud", metadata=_legacy("QUEUE_NAME"))
+    cluster: str = field(default="mint-burst", metadata=_legacy("VC_NAME"))
+    hosts_file: Path = Path("/etc/mint/burst-hosts.json")
+    max_nodes: Optional[int] = None
+    max_node_hours_per_day: Optional[float] = None
+    idle_timeout: float = field(default=600.0, metadata=_legacy("CLEANUP_NODE_WAIT_TIME"))
+    boot_timeout: float = 900.0
+    poll_interval: float = 60.0
+    launch_grace: float = 300.0
+    state_file: Path = field(default_factory=_default_state_file)
+    command_timeout: float = 60.0
+    admin_command_prefix: list[str] = field(default_factory=list)
+    provider: Literal["ec2", "command"] = "ec2"
+    provider_name: str = field(default="aws", metadata=_legacy("PROVIDER_NAME"))
+    flavor: Optional[str] = field(default=None, metadata=_legacy("FLAVOR_NAME"))
+    image: Optional[str] = field(default=None, metadata=_legacy("IMAGE_NAME"))
+    nfs_mount_point: Optional[str] = field(default=None, metadata=_legacy("NFS_MOUNT_POINT"))
+    nfs_local_dir: str = field(default="/mnt", metadata=_legacy("NFS_LOCAL_DIR"))
+    ec2: Ec2Settings = field(default_factory=Ec2Settings)
+    command: CommandSettings = field(default_factory=CommandSettings)
+
+    def validate(self) -> None:
+        for key in ("idle_timeout", "boot_timeout", "poll_interval", "command_timeout"):
+            value = getattr(self, key)
+            if value <= 0 and not (key == "idle_timeout" and value == 0):
+                raise ConfigError(f"key {key!r}: must be positive, got {value!r}")
+        if self.max_nodes is not None and self.max_nodes < 1:
+            raise ConfigError(f"key 'max_nodes': must be at least 1, got {self.max_nodes}")
+        if self.max_node_hours_per_day is not None and self.max_node_hours_per_day <= 0:
+            raise ConfigError(
+                f"key 'max_node_hours_per_day': must be positive, got {self.max_node_hours_per_day}"
+            )
+        if self.nfs_mount_point is not None and ":" not in self.nfs_mount_point:
+            raise ConfigError(
+                f"key 'nfs_mount_point' (NFS_MOUNT_POINT): expected server:/directory,"
+                f" got {self.nfs_mount_point!r}"
+            )
+        if self.provider == "ec2":
+            self._validate_ec2()
+        else:
+            for key in ("create", "list", "delete"):
+                if not getattr(self.command, key):
+                    raise ConfigError(
+                        f"key 'command.{key}': the command provider needs a {key} command"
+                        " (an argument list)"
+                    )
+
+    def _validate_ec2(self) -> None:
+        ec2 = self.ec2
+        if not ec2.launch_template and not self.ami:
+            raise ConfigError(
+                "provider ec2 needs 'ec2.launch_template' or an AMI"
+                " ('ec2.image_id', or IMAGE_NAME / 'image')"
+            )
+        if not ec2.launch_template and not self.instance_types:
+            raise ConfigError(
+                "provider ec2 needs 'ec2.instance_types' (or FLAVOR_NAME / 'flavor')"
+                " unless a launch template sets the type"
+            )
+        if not ec2.subnets:
+            raise ConfigError(
+                "provider ec2 needs 'ec2.subnets': the node's fixed private IP must lie in one"
+            )
+        if ec2.capacity_backoff < 0 or ec2.max_attempts < 1:
+            raise ConfigError("keys 'ec2.capacity_backoff' >= 0 and 'ec2.max_attempts' >= 1")
+
+    @property
+    def ami(self) -> Optional[str]:
+        return self.ec2.image_id or self.image
+
+    @property
+    def instance_types(self) -> list[str]:
+        if self.ec2.instance_types:
+            return list(self.ec2.instance_types)
+        return [self.flavor] if self.flavor else []
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_file.with_name(self.state_file.name + ".lock")
+
+    def policy_settings(self, hosts: tuple[Host, ...]) -> PolicySettings:
+        cap = len(hosts) if self.max_nodes is None else min(self.max_nodes, len(hosts))
+        return PolicySettings(
+            hosts=hosts,
+            max_nodes=cap,
+            idle_timeout=self.idle_timeout,
+            boot_timeout=self.boot_timeout,
+            max_node_hours_per_day=self.max_node_hours_per_day,
+        )

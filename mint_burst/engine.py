@@ -1,0 +1,327 @@
+"""One reconcile step, and drain-all: read the world, ask the policy, carry out its actions.
+
+Every side effect is preceded by a state save that records the intent (a
+launch is written as `requested` with its client token before the provider is
+called), so a crash at any point leaves a table the next start can reconcile:
+the provider's tagged instances are matched to records by instance id or node
+name, and nothing is launched twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from mint_burst.model import (
+    BOOTING,
+    DRAINING,
+    REQUESTED,
+    TERMINATING,
+    Action,
+    Host,
+    Instance,
+    NodeRecord,
+    NodeTable,
+    QueueStatus,
+)
+from mint_burst.policy import PolicySettings, decide
+from mint_burst.provider import LaunchRequest, Provider
+from mint_burst.scheduler import Scheduler
+from mint_burst.state import StateStore
+from mint_common.errors import MintError
+
+log = logging.getLogger(__name__)
+RETERMINATE_AFTER = 60.0
+MAX_PARALLEL_LAUNCHES = 16
+
+
+@dataclass
+class StepReport:
+    status: Optional[QueueStatus] = None
+    actions: list[Action] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    orphans: list[Instance] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        status = self.status
+        return {
+            "scheduler_read": status is not None,
+            "pending_jobs": len(status.pending) if status else None,
+            "running_jobs": len(status.running) if status else None,
+            "actions": [a.describe() for a in self.actions],
+            "done": self.done,
+            "errors": self.errors,
+            "orphans": [f"{o.instance_id} ({o.node or 'no node tag'})" for o in self.orphans],
+            "notes": self.notes,
+        }
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        scheduler: Scheduler,
+        provider: Provider,
+        store: StateStore,
+        settings: PolicySettings,
+        user_data: Callable[[Host], str],
+        launch_grace: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        dry_run: bool = False,
+        reap_orphans: bool = False,
+    ) -> None:
+        self.scheduler = scheduler
+        self.provider = provider
+        self.store = store
+        self.settings = settings
+        self.user_data = user_data
+        self.launch_grace = launch_grace
+        self.clock = clock
+        self.dry_run = dry_run
+        self.reap_orphans = reap_orphans
+        self._ips = {h.name: h.ip for h in settings.hosts}
+
+    def step(self) -> StepReport:
+        report = StepReport()
+        table = self.store.load()
+        self.provider.backoffs = table.backoffs
+        now = self.clock()
+        table.account(now)
+        self._sync(table, self.provider.list_instances(), now, report)
+        report.status = self._read_scheduler(report)
+        decision = decide(report.status, table, now, self.settings)
+        table.records = decision.records
+        report.actions = list(decision.actions)
+        report.notes.extend(decision.notes)
+        if self.dry_run:
+            return report
+        self._save(table)
+        self._execute(table, report.actions, now, report)
+        table.heartbeat = self.clock()
+        table.last_error = "; ".join(report.errors)
+        self._save(table)
+        return report
+
+    def note_failure(self, message: str) -> None:
+        """Record a failed step (and the heartbeat: the daemon is alive, the world is not)."""
+        if self.dry_run:
+            return
+        table = self.store.load()
+        table.heartbeat = self.clock()
+        table.last_error = message
+        self._save(table)
+
+    def _save(self, table: NodeTable) -> None:
+        self.store.save(table)
+
+    def _read_scheduler(self, report: StepReport) -> Optional[QueueStatus]:
+        try:
+            return self.scheduler.get_status()
+        except MintError as exc:
+            report.errors.append(f"scheduler: {exc.message}")
+            log.error("cannot read the scheduler, so no node is added or removed: %s", exc.message)
+            return None
+
+    def _sync(
+        self, table: NodeTable, instances: Sequence[Instance], now: float, report: StepReport
+    ) -> None:
+        """Match tagged instances to records: adopt ours, drop vanished ones, find orphans."""
+        owned: set[str] = set()
+        for record in list(table.records.values()):
+            instance = self._match(record, instances, owned)
+            if instance is not None:
+                owned.add(instance.instance_id)
+                if record.instance_id is None:
+                    log.info("adopted %s for node %s", instance.instance_id, record.name)
+                    record.instance_id = instance.instance_id
+                if record.phase == REQUESTED:
+                    record.enter(BOOTING, now)
+                if (
+                    record.phase == TERMINATING
+                    and now - record.phase_since >= RETERMINATE_AFTER
+                    and not self.dry_run
+                ):
+                    self._terminate_quietly([instance.instance_id], report)
+            elif record.phase == TERMINATING or now - record.launched_at > self.launch_grace:
+                # Within the grace a fresh instance may not be listed yet (EC2 describe is
+                # eventually consistent), or the launch call is still to come after a crash.
+                gone = "terminated" if record.phase == TERMINATING else "gone without us"
+                log.log(
+                    logging.INFO if record.phase == TERMINATING else logging.WARNING,
+                    "node %s: instance %s is %s; freeing the name",
+                    record.name,
+                    record.instance_id or "(never created)",
+                    gone,
+                )
+                del table.records[record.name]
+        live_orphans = [i for i in instances if i.instance_id not in owned]
+        if live_orphans and self.reap_orphans and not self.dry_run:
+            log.warning(
+                "terminating %d tagged instance(s) we have no record of: %s",
+                len(live_orphans),
+                ", ".join(i.instance_id for i in live_orphans),
+            )
+            self._terminate_quietly([i.instance_id for i in live_orphans], report)
+            report.done.extend(f"reaped orphan {i.instance_id}" for i in live_orphans)
+            live_orphans = []
+        elif live_orphans:
+            log.warning(
+                "tagged instance(s) without a record (kept; --reap-orphans terminates them): %s",
+                ", ".join(f"{i.instance_id} ({i.node or '?'})" for i in live_orphans),
+            )
+        table.orphans = live_orphans
+        report.orphans = live_orphans
+
+    @staticmethod
+    def _match(
+        record: NodeRecord, instances: Sequence[Instance], owned: set[str]
+    ) -> Optional[Instance]:
+        for instance in instances:
+            if instance.instance_id in owned:
+                continue
+            if record.instance_id is not None:
+                if instance.instance_id == record.instance_id:
+                    return instance
+            elif instance.node == record.name:
+                return instance
+        return None
+
+    def _terminate_quietly(self, instance_ids: list[str], report: StepReport) -> None:
+        try:
+            self.provider.terminate(instance_ids)
+        except MintError as exc:
+            report.errors.append(f"terminate {', '.join(instance_ids)}: {exc.message}")
+
+    def _execute(
+        self, table: NodeTable, actions: Sequence[Action], now: float, report: StepReport
+    ) -> None:
+        launches = [a for a in actions if a.kind == "launch"]
+        if launches:
+            self._launch_all(table, launches, now, report)
+        for action in actions:
+            record = table.records.get(action.node)
+            if record is None or action.kind == "launch":
+                continue
+            if action.kind == "join":
+                try:
+                    self.scheduler.join_cluster(action.node)
+                    report.done.append(action.describe())
+                except MintError as exc:
+                    report.errors.append(f"join {action.node}: {exc.message}")
+            else:
+                self._retire(table, record, action, report)
+            self._save(table)
+
+    def _launch_all(
+        self, table: NodeTable, launches: Sequence[Action], now: float, report: StepReport
+    ) -> None:
+        requests: list[LaunchRequest] = []
+        for action in launches:
+            host = Host(ip=action.ip or self._ips[action.node], name=action.node)
+            token = f"{action.node}-{uuid.uuid4().hex[:16]}"
+            table.records[action.node] = NodeRecord(
+                name=action.node,
+                ip=host.ip,
+                phase=REQUESTED,
+                launched_at=now,
+                phase_since=now,
+                launch_token=token,
+            )
+            requests.append(LaunchRequest(action.node, host.ip, token, self.user_data(host)))
+        self._save(table)
+        workers = min(MAX_PARALLEL_LAUNCHES, len(requests))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="launch") as pool:
+            outcomes = list(pool.map(self._launch_one, requests))
+        for request, (instance_id, error) in zip(requests, outcomes):
+            record = table.records[request.node]
+            if instance_id is not None:
+                record.instance_id = instance_id
+                record.enter(BOOTING, self.clock())
+                report.done.append(f"launched {request.node} as {instance_id}")
+            else:
+                del table.records[request.node]
+                report.errors.append(f"launch {request.node}: {error}")
+        self._save(table)
+
+    def _launch_one(self, request: LaunchRequest) -> tuple[Optional[str], str]:
+        try:
+            return self.provider.launch(request), ""
+        except MintError as exc:
+            log.error("cannot launch %s: %s", request.node, exc.message)
+            return None, exc.message
+
+    def _retire(
+        self, table: NodeTable, record: NodeRecord, action: Action, report: StepReport
+    ) -> None:
+        """Take a node out of the cluster and terminate it, but never under a running job."""
+        must_leave = action.kind == "remove"
+        try:
+            left = self.scheduler.leave_cluster(record.name)
+        except MintError as exc:
+            if must_leave:
+                report.errors.append(f"leave {record.name}: {exc.message}; keeping it")
+                return
+            try:
+                left = not self.scheduler.node_jobs(record.name)
+            except MintError as jobs_exc:
+                report.errors.append(f"jobs of {record.name}: {jobs_exc.message}; keeping it")
+                return
+        if not left:
+            record.enter(DRAINING, self.clock(), "waiting for its jobs to end")
+            report.done.append(f"draining {record.name}: a job started on it")
+            return
+        self._terminate_record(table, record, action.reason, report)
+
+    def _terminate_record(
+        self, table: NodeTable, record: NodeRecord, reason: str, report: StepReport
+    ) -> None:
+        if record.instance_id is None:
+            del table.records[record.name]
+            return
+        record.enter(TERMINATING, self.clock(), reason)
+        self._save(table)
+        self._terminate_quietly([record.instance_id], report)
+        report.done.append(f"terminating {record.name} ({record.instance_id}): {reason}")
+
+    def drain_all(self, *, force: bool) -> list[str]:
+        """Drain every burst node; terminate those without jobs (all of them with force).
+
+        Returns the names still draining (running jobs), so the caller can wait.
+        """
+        report = StepReport()
+        table = self.store.load()
+        now = self.clock()
+        table.account(now)
+        self._sync(table, self.provider.list_instances(), now, report)
+        waiting: list[str] = []
+        for record in list(table.records.values()):
+            if record.phase == TERMINATING:
+                continue
+            try:
+                left = self.scheduler.leave_cluster(record.name, force=force)
+            except MintError as exc:
+                if not force:
+                    raise
+                log.warning(
+                    "cannot take %s out of the scheduler (%s); --force terminates it",
+                    record.name,
+                    exc.message,
+                )
+                left = True
+            if left:
+                self._terminate_record(table, record, "drain-all", report)
+            else:
+                record.enter(DRAINING, self.clock(), "drain-all: waiting for its jobs")
+                waiting.append(record.name)
+        for error in report.errors:
+            log.error("%s", error)
+        table.heartbeat = self.clock()
+        self._save(table)
+        return waiting

@@ -1,0 +1,255 @@
+"""The data mint-burst reasons about: queue status, node records, the node table, actions.
+
+Everything here is plain data with no I/O, so the policy that works on it is a
+pure function that tests (and the simulator) can drive with any clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from mint_common.errors import InputError
+
+REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING = (
+    "requested",
+    "booting",
+    "joined",
+    "draining",
+    "terminating",
+)
+PHASES = (REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING)
+Phase = Literal["requested", "booting", "joined", "draining", "terminating"]
+
+# Pending reasons that more nodes cannot cure (Slurm reason codes, Torque job states).
+BLOCKED_REASONS = frozenset(
+    {
+        "dependency",
+        "dependencyneversatisfied",
+        "begintime",
+        "jobheldadmin",
+        "jobhelduser",
+        "held",
+        "partitiondown",
+        "partitioninactive",
+        "reqnodenotavail",
+        "assocgrpjobslimit",
+        "qosmaxjobsperuserlimit",
+        "invalidaccount",
+        "invalidqos",
+    }
+)
+
+# Scheduler node states in which a node is part of the cluster and can take or holds jobs.
+READY_STATES = frozenset({"idle", "allocated", "mixed", "completing", "free", "job-exclusive"})
+BUSY_STATES = frozenset({"allocated", "mixed", "completing", "job-exclusive", "job-busy"})
+# States a freshly booted node may show until `join_cluster` puts it into service.
+JOINABLE_STATES = frozenset({"down", "drained", "draining", "drain", "fail", "offline"})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A pending or running job of the burst queue."""
+
+    job_id: str
+    state: Literal["pending", "running"]
+    nodes: int
+    node_names: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        """A pending job that more nodes would let start (not held, not waiting on another job)."""
+        return self.state == "pending" and self.reason.lower() not in BLOCKED_REASONS
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One node as the scheduler sees it: base state plus Slurm's suffix flags (`*`, `~`, ...)."""
+
+    name: str
+    state: str
+    flags: str = ""
+
+    @property
+    def responding(self) -> bool:
+        return "*" not in self.flags and "~" not in self.flags
+
+    @property
+    def ready(self) -> bool:
+        return self.responding and self.state in READY_STATES
+
+    @property
+    def busy(self) -> bool:
+        return self.state in BUSY_STATES
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """What the scheduler said about the queue and its nodes in one read."""
+
+    queue: str
+    jobs: tuple[Job, ...] = ()
+    nodes: Mapping[str, NodeState] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> tuple[Job, ...]:
+        return tuple(j for j in self.jobs if j.state == "pending")
+
+    @property
+    def running(self) -> tuple[Job, ...]:
+        return tuple(j for j in self.jobs if j.state == "running")
+
+    def nodes_needed(self) -> int:
+        return sum(j.nodes for j in self.jobs if j.runnable)
+
+    def busy_nodes(self) -> frozenset[str]:
+        """Nodes running a job, by the job list or by the node's own state."""
+        names = {n for j in self.running for n in j.node_names}
+        names.update(n.name for n in self.nodes.values() if n.busy)
+        return frozenset(names)
+
+
+@dataclass(frozen=True)
+class Host:
+    """One entry of hosts.json: a node name and the private IP it must have."""
+
+    ip: str
+    name: str
+
+
+@dataclass
+class NodeRecord:
+    """One burst node we launched (or are launching), with the times its phases began."""
+
+    name: str
+    ip: str
+    phase: str
+    launched_at: float
+    phase_since: float
+    instance_id: Optional[str] = None
+    launch_token: str = ""
+    joined_at: Optional[float] = None
+    idle_since: Optional[float] = None
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> NodeRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        if record.phase not in PHASES:
+            raise ValueError(f"node {record.name!r}: unknown phase {record.phase!r}")
+        return record
+
+    def enter(self, phase: str, now: float, note: str = "") -> None:
+        self.phase = phase
+        self.phase_since = now
+        self.note = note
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A cloud instance carrying our cluster tag, as the provider lists it."""
+
+    instance_id: str
+    node: str
+    ip: str
+    state: str
+    launched_at: Optional[float] = None
+
+
+@dataclass
+class NodeTable:
+    """The state file's content: our nodes, unknown tagged instances, usage, heartbeat."""
+
+    records: dict[str, NodeRecord] = field(default_factory=dict)
+    orphans: list[Instance] = field(default_factory=list)
+    node_seconds_by_day: dict[str, float] = field(default_factory=dict)
+    accounted_until: Optional[float] = None
+    heartbeat: Optional[float] = None
+    backoffs: dict[str, float] = field(default_factory=dict)
+    last_error: str = ""
+
+    def billed_count(self) -> int:
+        return len(self.records) + len(self.orphans)
+
+    def node_hours_on(self, day: str) -> float:
+        return self.node_seconds_by_day.get(day, 0.0) / 3600.0
+
+    def account(self, now: float) -> None:
+        """Add node-seconds since the last call to the UTC day(s) they fell in."""
+        start = self.accounted_until if self.accounted_until is not None else now
+        count = self.billed_count()
+        while start < now and count:
+            day_end = _next_midnight(start)
+            end = min(now, day_end)
+            key = utc_day(start)
+            self.node_seconds_by_day[key] = (
+                self.node_seconds_by_day.get(key, 0.0) + (end - start) * count
+            )
+            start = end
+        self.accounted_until = now
+        for old in sorted(self.node_seconds_by_day)[:-7]:
+            del self.node_seconds_by_day[old]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "heartbeat": self.heartbeat,
+            "accounted_until": self.accounted_until,
+            "node_seconds_by_day": self.node_seconds_by_day,
+            "backoffs": self.backoffs,
+            "last_error": self.last_error,
+            "nodes": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.name)],
+            "orphans": [dataclasses.asdict(o) for o in self.orphans],
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, source: str) -> NodeTable:
+        if not isinstance(data, dict) or data.get("version") != 1:
+            raise InputError(f"state file {source}: not a mint-burst state (version 1) document")
+        try:
+            records = [NodeRecord.from_json(r) for r in data.get("nodes", [])]
+            return cls(
+                records={r.name: r for r in records},
+                orphans=[Instance(**o) for o in data.get("orphans", [])],
+                node_seconds_by_day={
+                    str(k): float(v) for k, v in data.get("node_seconds_by_day", {}).items()
+                },
+                accounted_until=data.get("accounted_until"),
+                heartbeat=data.get("heartbeat"),
+                backoffs={str(k): float(v) for k, v in data.get("backoffs", {}).items()},
+                last_error=str(data.get("last_error", "")),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"state file {source}: malformed content: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing the policy wants done; the engine does it (or prints it on --dry-run)."""
+
+    kind: Literal["launch", "join", "remove", "terminate"]
+    node: str
+    reason: str
+    ip: str = ""
+
+    def describe(self) -> str:
+        where = f" ({self.ip})" if self.ip else ""
+        return f"{self.kind} {self.node}{where}: {self.reason}"
+
+
+def utc_day(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+def _next_midnight(timestamp: float) -> float:
+    day = dt.datetime.fromtimestamp(timestamp, dt.timezone.utc).date()
+    midnight = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    return midnight.timestamp()

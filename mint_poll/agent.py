@@ -1,0 +1,683 @@
+"""The polling agent: fetch a calculation, run it, always report back.
+
+Per calculation the agent walks the remote-side sequence
+
+    calc-params -> calc-params-complete -> calc-start -> (run) -> calc-end
+    -> send-results -> end-send
+
+saving a CalcRecord after every step. When a step is refused, or when an
+earlier run was killed mid-sequence, the server's `calc-progress` says which
+step comes next (`_align`), so nothing is done twice and nothing is skipped:
+a command that had finished is not run again, results are sent once. If the
+server no longer knows the accept_id (quirk 6) the record is marked lost,
+its working directory kept, and polling goes on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from mint_common.errors import AuthError, CantCreateError, MintError, UnavailableError
+from mint_common.files import safe_join
+from mint_poll.api import (
+    STD_NAMES,
+    STDERR_NAME,
+    STDOUT_NAME,
+    ApiRefusal,
+    OutgoingResult,
+    RemoteSideApi,
+    UnknownCalculation,
+)
+from mint_poll.config import CommandSpec, PollConfig
+from mint_poll.mime import mime_words
+from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
+from mint_poll.state import CalcRecord, ResultEntry, StateStore, now_iso
+from mint_poll.stream import MAX_BASE64_LENGTH, base64_length
+
+log = logging.getLogger(__name__)
+
+#: How often a refused step may be re-aligned with the server's progress before giving up.
+MAX_ALIGN = 4
+HEARTBEAT_EVERY = 10.0
+PRUNE_EVERY = 3600.0
+STAGING_PREFIX = ".mint-poll-"
+
+#: Server progress -> the last step the agent can consider done.
+_DONE_BY_PROGRESS = {
+    "sending params": "params",
+    "complete send": "complete",
+    "running": "started",
+    "calc end": "ended",
+    "getting return": "sent",
+    "got return": "done",
+}
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll did: nothing, or which calculation it handled and how that ended."""
+
+    record: Optional[CalcRecord]
+    message: str
+
+    @property
+    def delivered(self) -> bool:
+        return self.record is not None and self.record.step == "done"
+
+
+class Agent:
+    """Polls one site and runs its calculations (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: PollConfig,
+        api: RemoteSideApi,
+        store: StateStore,
+        *,
+        stop: Optional[threading.Event] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self.config = config
+        self.api = api
+        self.store = store
+        self.stop = stop if stop is not None else threading.Event()
+        self.rng = rng or random.Random()  # noqa: S311 (poll jitter, not cryptography)
+        self._last_beat = 0.0
+        self._last_prune = 0.0
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+
+    # ---- polling ---------------------------------------------------------------------------
+
+    def poll_once(self) -> PollOutcome:
+        """Ask for one calculation; if there is one, take it through the whole sequence."""
+        self.beat("polling")
+        answer = self.api.calc_request(self.config.site_id)
+        if answer.accept_id is None:
+            if answer.unknown_site:
+                log.error(
+                    "the server does not know site_id %r: %s", self.config.site_id, answer.message
+                )
+                raise UnknownSiteError(self.config.site_id, answer.message)
+            log.debug("nothing to do (code %s: %s)", answer.code, answer.message)
+            return PollOutcome(None, "nothing to do")
+        with self._lock:
+            if answer.accept_id in self._in_flight:
+                return PollOutcome(None, f"{answer.accept_id} is already being handled")
+            self._in_flight.add(answer.accept_id)
+        try:
+            record = self.accept(answer.accept_id)
+        finally:
+            with self._lock:
+                self._in_flight.discard(answer.accept_id)
+        return PollOutcome(record, _summary(record))
+
+    def resume_unfinished(self) -> list[CalcRecord]:
+        """Finish what an earlier run left mid-sequence (oldest first)."""
+        finished: list[CalcRecord] = []
+        for record in self.store.unfinished():
+            if self.stop.is_set():
+                break
+            with self._lock:
+                if record.accept_id in self._in_flight:
+                    continue
+                self._in_flight.add(record.accept_id)
+            try:
+                log.info("resuming %s (last step done: %s)", record.accept_id, record.step)
+                finished.append(self._resume(record))
+            finally:
+                with self._lock:
+                    self._in_flight.discard(record.accept_id)
+        return finished
+
+    def run_forever(self) -> None:
+        """Poll until `stop` is set; faults are logged and polling goes on at the interval."""
+        log.info(
+            "polling %s as site %s every %g s",
+            self.config.url,
+            self.config.site_id,
+            self.config.poll_interval,
+        )
+        workers: list[threading.Thread] = []
+        while not self.stop.is_set():
+            workers = [w for w in workers if w.is_alive()]
+            self.prune_if_due()
+            busy = len(workers) >= self.config.max_parallel
+            found = False
+            if not busy:
+                found = self._loop_step(workers)
+            self.beat("idle" if not workers else "running", running=len(workers))
+            if found and len(workers) < self.config.max_parallel:
+                continue
+            self.stop.wait(self._interval())
+        for worker in workers:
+            worker.join()
+        self.beat("stopped")
+
+    def _loop_step(self, workers: list[threading.Thread]) -> bool:
+        """One iteration: resume leftovers, then poll. True if a calculation was taken."""
+        try:
+            self.resume_unfinished()
+            if self.stop.is_set():
+                return False
+            if self.config.max_parallel == 1:
+                outcome = self.poll_once()
+                if outcome.record is not None:
+                    log.info("%s", outcome.message)
+                return outcome.record is not None
+            return self._poll_into_worker(workers)
+        except UnknownSiteError:
+            return False
+        except MintError as exc:
+            log.error("%s", exc.message)
+            self.beat("error", error=exc.message)
+            return False
+
+    def _poll_into_worker(self, workers: list[threading.Thread]) -> bool:
+        answer = self.api.calc_request(self.config.site_id)
+        if answer.accept_id is None:
+            if answer.unknown_site:
+                log.error(
+                    "the server does not know site_id %r: %s", self.config.site_id, answer.message
+                )
+            return False
+        accept_id = answer.accept_id
+        with self._lock:
+            if accept_id in self._in_flight:
+                return False
+            self._in_flight.add(accept_id)
+
+        def work() -> None:
+            try:
+                record = self.accept(accept_id)
+                log.info("%s", _summary(record))
+            except MintError as exc:
+                log.error("%s: %s", accept_id, exc.message)
+            finally:
+                with self._lock:
+                    self._in_flight.discard(accept_id)
+
+        worker = threading.Thread(target=work, name=f"calc-{accept_id[:8]}", daemon=True)
+        worker.start()
+        workers.append(worker)
+        return True
+
+    def _interval(self) -> float:
+        spread = self.config.poll_interval * self.config.poll_jitter
+        return max(0.0, self.config.poll_interval + self.rng.uniform(-spread, spread))
+
+    def beat(self, state: str, **details: object) -> None:
+        """Write the heartbeat (throttled while a command runs)."""
+        self._last_beat = time.monotonic()
+        try:
+            self.store.beat(state, site_id=self.config.site_id, **details)
+        except MintError as exc:
+            log.warning("cannot write the heartbeat: %s", exc.message)
+
+    def _tick(self, accept_id: str) -> None:
+        if time.monotonic() - self._last_beat >= HEARTBEAT_EVERY:
+            self.beat("running", accept_id=accept_id)
+
+    # ---- one calculation -------------------------------------------------------------------
+
+    def accept(self, accept_id: str) -> CalcRecord:
+        """Take a calculation the server offered: fetch its parameters and drive it to the end."""
+        self.store.ensure()
+        workdir = self.config.calc_base / accept_id
+        try:
+            self.config.calc_base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # mkdtemp: mode 0700, a name no other agent (or local user) can have taken.
+            staging = Path(
+                tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{accept_id}.", dir=self.config.calc_base)
+            )
+        except OSError as exc:
+            # Nothing was asked of the server yet: the calculation stays offered to us.
+            raise CantCreateError(
+                f"cannot create a working directory in {self.config.calc_base}: {exc.strerror}",
+                hint="check calc_base",
+            ) from exc
+        record = CalcRecord(
+            accept_id=accept_id,
+            site_id=self.config.site_id,
+            workdir=str(workdir),
+            staging_dir=str(staging),
+        )
+        self.store.save(record)
+        log.info("calculation %s: receiving parameters", accept_id)
+        try:
+            info = self.api.calc_params(accept_id, self.config.site_id, staging)
+        except ApiRefusal as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            record.step = "taken"
+            record.message = f"not ours to run: {exc.server_message or exc.message}"
+            self.store.save(record)
+            log.info("calculation %s: %s", accept_id, record.message)
+            return record
+        except MintError as exc:
+            return self._broken_transfer(record, exc)
+        record.workdir = str(_publish(staging, workdir))
+        record.command = info.command
+        record.parameters = info.parameters
+        record.result_names = list(info.result_names)
+        record.refusals = info.refusals
+        for missing in (f.name for f in info.parameter_files if f.missing):
+            log.warning("calculation %s: parameter file %r was not sent", accept_id, missing)
+        record.step = "params"
+        self.store.save(record)
+        return self._drive(record)
+
+    def _broken_transfer(self, record: CalcRecord, exc: MintError) -> CalcRecord:
+        """calc-params broke half-way: the server has moved on; report the run abnormal."""
+        record.outcome = "abnormal"
+        record.reason = f"receiving the parameter files failed: {exc.message}"
+        log.error("calculation %s: %s", record.accept_id, record.reason)
+        if isinstance(exc, (UnavailableError, AuthError)):
+            # The request may never have reached the server: resume() asks it where we are.
+            self.store.save(record)
+            raise exc
+        staging = Path(record.staging_dir)
+        if staging.is_dir():
+            record.workdir = str(_publish(staging, Path(record.workdir)))
+        record.step = "params"
+        self.store.save(record)
+        return self._drive(record)
+
+    def _resume(self, record: CalcRecord) -> CalcRecord:
+        if record.step == "started" and record.outcome is None and record.pid is not None:
+            kill_leftover_group(record.pid, Path(record.workdir))
+        try:
+            progress = self.api.calc_progress(record.accept_id)
+        except UnknownCalculation as exc:
+            return self._lost(record, exc)
+        if record.step == "receiving":
+            self._settle_staging(record, progress)
+        self._align(record, progress)
+        if record.terminal:
+            self.store.save(record)
+            return record
+        return self._drive(record)
+
+    @staticmethod
+    def _settle_staging(record: CalcRecord, progress: str) -> None:
+        """A fetch that never reached the server leaves nothing worth keeping; otherwise the
+        partial files become the working dir (the place to look)."""
+        staging = Path(record.staging_dir)
+        if not staging.is_dir():
+            return
+        if progress == "not start":
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            record.workdir = str(_publish(staging, Path(record.workdir)))
+
+    def _drive(self, record: CalcRecord) -> CalcRecord:
+        for _ in range(MAX_ALIGN):
+            try:
+                self._advance(record)
+                return record
+            except UnknownCalculation as exc:
+                return self._lost(record, exc)
+            except ApiRefusal as exc:
+                log.warning("calculation %s: %s", record.accept_id, exc.message)
+                try:
+                    progress = self.api.calc_progress(record.accept_id)
+                except UnknownCalculation as lost:
+                    return self._lost(record, lost)
+                self._align(record, progress)
+                if record.terminal:
+                    self.store.save(record)
+                    return record
+        record.step = "failed"
+        record.message = "the server kept refusing the next step; giving up on this calculation"
+        self.store.save(record)
+        log.error("calculation %s: %s", record.accept_id, record.message)
+        return record
+
+    def _align(self, record: CalcRecord, progress: str) -> None:
+        """Set the record's step from the server's progress (after a refusal or a restart)."""
+        log.debug(
+            "calculation %s: server progress %r, local step %r",
+            record.accept_id,
+            progress,
+            record.step,
+        )
+        if progress == "not start":
+            record.step = "released"
+            record.outcome = record.reason = None
+            record.message = "the server still offers this calculation; it was released"
+            return
+        done = _DONE_BY_PROGRESS.get(progress)
+        if done is None:
+            record.step = "failed"
+            record.message = f"the server reports an unknown progress {progress!r}"
+            return
+        if done == "params" and not record.reached("params"):
+            record.outcome = "abnormal"
+            record.reason = record.reason or "the parameter transfer was interrupted"
+        if done == "started" and record.reached("ran"):
+            done = "ran"
+        if done == "started" and record.outcome is None and record.reached("started"):
+            record.outcome = "abnormal"
+            record.reason = "the agent stopped while the command was running"
+            done = "ran"
+            if Path(record.workdir).is_dir():
+                _append(Path(record.workdir) / STDERR_NAME, f"mint-poll: {record.reason}\n")
+            record.results = self._collect_results(record)
+        record.step = done
+
+    def _lost(self, record: CalcRecord, exc: MintError) -> CalcRecord:
+        record.step = "lost"
+        record.message = (
+            "the server no longer knows this calculation (restarted or purged); the working"
+            f" directory {record.workdir} is kept"
+        )
+        self.store.save(record)
+        log.error("calculation %s: %s (%s)", record.accept_id, record.message, exc.message)
+        return record
+
+    def _advance(self, record: CalcRecord) -> None:
+        """Do every remaining step, saving the record after each."""
+        aid, site = record.accept_id, record.site_id
+        if record.step == "params":
+            self.api.calc_params_complete(aid, site)
+            self._done(record, "complete")
+        if record.step == "complete":
+            self.api.calc_start(aid, site)
+            record.started_at = now_iso()
+            self._done(record, "started")
+        if record.step == "started":
+            self._run(record)
+            self._done(record, "ran")
+        if record.step == "ran":
+            result = "calc end" if record.outcome == "completed" else "abnormal"
+            self.api.calc_end(aid, site, result)
+            self._done(record, "ended")
+        if record.step == "ended":
+            self.api.send_results(aid, site, self._outgoing(record))
+            self._done(record, "sent")
+        if record.step == "sent":
+            self.api.end_send(aid, site)
+            record.delivered_at = now_iso()
+            self._done(record, "done")
+            log.info(
+                "calculation %s delivered: %s%s",
+                aid,
+                record.outcome,
+                f" ({record.reason})" if record.reason else "",
+            )
+
+    def _done(self, record: CalcRecord, step: str) -> None:
+        record.step = step
+        self.store.save(record)
+
+    # ---- running the command ---------------------------------------------------------------
+
+    def _run(self, record: CalcRecord) -> None:
+        workdir = Path(record.workdir)
+        refusal = self._refusal(record)
+        if refusal is not None:
+            _write_refusal(workdir, refusal)
+            record.outcome, record.reason = "abnormal", refusal
+            log.error("calculation %s: %s", record.accept_id, refusal)
+        else:
+            record.outcome, record.reason = self._execute(record, workdir)
+        record.finished_at = now_iso()
+        record.results = self._collect_results(record)
+        requested = [r for r in record.results if r.name not in STD_NAMES]
+        if record.outcome == "completed" and requested and all(r.path is None for r in requested):
+            record.outcome = "abnormal"
+            record.reason = "none of the requested result files exists"
+        oversized = [r for r in record.results if r.error and "2 GiB" in r.error]
+        if oversized and record.outcome == "completed":
+            record.outcome = "abnormal"
+            record.reason = oversized[0].error
+
+    def _refusal(self, record: CalcRecord) -> Optional[str]:
+        if record.outcome == "abnormal":
+            return record.reason
+        if record.refusals:
+            return "refused parameter files: " + "; ".join(record.refusals)
+        command = record.command or ""
+        if command not in self.config.commands and not self.config.allow_any_command:
+            return (
+                f"command {command!r} is not in this site's allowlist (config key 'commands');"
+                " it was not run"
+            )
+        return None
+
+    def _argv(self, command: str) -> tuple[tuple[str, ...], Optional[CommandSpec]]:
+        spec = self.config.commands.get(command)
+        if spec is not None:
+            return spec.argv, spec
+        return ("/bin/sh", "-c", command), None
+
+    def _execute(self, record: CalcRecord, workdir: Path) -> tuple[str, Optional[str]]:
+        argv, spec = self._argv(record.command or "")
+        timeout = self.config.timeout_for(spec)
+        env = child_environment(
+            {
+                **(spec.env if spec else {}),
+                "CALC_DIR": str(workdir),
+                "CALC_PARAMETERS": record.parameters or "",
+            }
+        )
+        log.info("calculation %s: running %s in %s", record.accept_id, list(argv), workdir)
+
+        def started(pid: int) -> None:
+            record.pid = pid
+            self.store.save(record)
+
+        result: RunResult = run_command_in(
+            argv,
+            workdir,
+            stdout_path=workdir / STDOUT_NAME,
+            stderr_path=workdir / STDERR_NAME,
+            env=env,
+            timeout=timeout,
+            stop=self.stop,
+            grace=self.config.stop_grace,
+            on_start=started,
+            on_tick=lambda: self._tick(record.accept_id),
+        )
+        record.exit_status = result.exit_status
+        if result.ok:
+            return "completed", None
+        reason = result.describe(timeout)
+        if result.stopped or result.timed_out:
+            _append(workdir / STDERR_NAME, f"mint-poll: {reason}\n")
+        log.warning("calculation %s: %s", record.accept_id, reason)
+        return "abnormal", reason
+
+    def _collect_results(self, record: CalcRecord) -> list[ResultEntry]:
+        workdir = Path(record.workdir)
+        entries: list[ResultEntry] = []
+        for name in record.result_names or list(STD_NAMES):
+            try:
+                path = safe_join(workdir, name)
+            except MintError as exc:
+                entries.append(ResultEntry(name, None, exc.message))
+                continue
+            if not path.is_file():
+                entries.append(ResultEntry(name, None, f"{name} が見つかりません (not found)"))
+                continue
+            size = path.stat().st_size
+            if base64_length(size) > MAX_BASE64_LENGTH:
+                entries.append(
+                    ResultEntry(
+                        name,
+                        None,
+                        f"{name} is {size} bytes: its base64 text would exceed the 2 GiB limit;"
+                        " not sent",
+                    )
+                )
+                continue
+            entries.append(ResultEntry(name, str(path)))
+        return entries
+
+    def _outgoing(self, record: CalcRecord) -> list[OutgoingResult]:
+        items: list[OutgoingResult] = []
+        for entry in record.results or self._collect_results(record):
+            if entry.path is None or not Path(entry.path).is_file():
+                error = entry.error or f"{entry.name} が見つかりません (not found)"
+                items.append(OutgoingResult(entry.name, None, error=error))
+                continue
+            size = Path(entry.path).stat().st_size
+            if base64_length(size) > MAX_BASE64_LENGTH:
+                # It grew past the limit after the run was judged: still never send it.
+                error = f"{entry.name} is {size} bytes: over the 2 GiB base64 limit; not sent"
+                items.append(OutgoingResult(entry.name, None, error=error))
+                continue
+            words = mime_words(Path(entry.path))
+            items.append(OutgoingResult(entry.name, Path(entry.path), words[0], words[1]))
+        return items
+
+    # ---- housekeeping ----------------------------------------------------------------------
+
+    def prune_if_due(self) -> list[str]:
+        """Remove working dirs of finished calculations older than keep_days (ours only)."""
+        if self.config.keep_days is None:
+            return []
+        if time.monotonic() - self._last_prune < PRUNE_EVERY and self._last_prune:
+            return []
+        self._last_prune = time.monotonic()
+        return prune(self.store, self.config.keep_days)
+
+
+class UnknownSiteError(MintError):
+    """The server does not know our site id: a configuration error worth reporting loudly."""
+
+    exit_status = 78
+
+    def __init__(self, site_id: str, message: str) -> None:
+        super().__init__(
+            f"the server does not know site_id {site_id!r}: {message}",
+            hint="check site_id with the MInt team",
+        )
+
+
+def prune(store: StateStore, keep_days: float, now: Optional[float] = None) -> list[str]:
+    """Delete working dirs of terminal records finished more than keep_days ago.
+
+    Only directories recorded as this agent's working dirs, inside which
+    nothing resolves elsewhere, are removed; the record is kept (marked pruned).
+    """
+    current = time.time() if now is None else now
+    removed: list[str] = []
+    for record in store.all():
+        if not record.terminal or record.pruned:
+            continue
+        when = _epoch(record.delivered_at or record.finished_at or record.updated_at)
+        if when is None or current - when < keep_days * 86400:
+            continue
+        workdir = Path(record.workdir)
+        # Only a real directory named after the calculation, as this agent creates them.
+        if workdir.is_symlink() or not workdir.name.startswith(record.accept_id):
+            continue
+        if workdir.is_dir():
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(str(workdir))
+            log.info("pruned %s (calculation %s)", workdir, record.accept_id)
+        record.pruned = True
+        store.save(record)
+    return removed
+
+
+def _epoch(text: str) -> Optional[float]:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _publish(staging: Path, workdir: Path) -> Path:
+    """Move the staging dir to its final name; never replace an existing directory."""
+    for candidate in _candidates(workdir):
+        if candidate.exists():
+            continue
+        try:
+            os.rename(staging, candidate)
+        except OSError:
+            continue
+        return candidate
+    raise CantCreateError(f"cannot create the working directory {workdir}")
+
+
+def _candidates(workdir: Path) -> Iterator[Path]:
+    yield workdir
+    for number in range(1, 100):
+        yield workdir.with_name(f"{workdir.name}.{number}")
+
+
+def _write_refusal(workdir: Path, reason: str) -> None:
+    (workdir / STDOUT_NAME).write_bytes(b"")
+    (workdir / STDERR_NAME).write_text(f"mint-poll: {reason}\n", encoding="utf-8")
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def _summary(record: CalcRecord) -> str:
+    if record.step == "done":
+        tail = f" ({record.reason})" if record.reason else ""
+        return f"calculation {record.accept_id}: delivered, {record.outcome}{tail}"
+    return f"calculation {record.accept_id}: {record.step}: {record.message or ''}".rstrip(": ")
+
+
+def build_agent(config: PollConfig, stop: threading.Event) -> Agent:
+    """The agent of `run`/`once`/`legacy`, with its start-up log lines.
+
+    Retry pauses end early when `stop` is set, so a SIGTERM is not held up
+    by a 60-second retry interval.
+    """
+    from mint_poll.config import build_api
+
+    log.info("effective configuration: %s", json.dumps(effective_config_view(config)))
+    if config.allow_any_command:
+        log.warning(
+            "allow_any_command is ON: any command string the server sends runs in a shell"
+            " on this computer"
+        )
+    elif not config.commands:
+        log.warning("no commands are configured: every calculation will be refused")
+    retry = dataclasses.replace(config.retry, sleep=lambda seconds: _pause(stop, seconds))
+    api = build_api(dataclasses.replace(config, retry=retry))
+    store = StateStore(config.state_dir)
+    store.ensure()
+    return Agent(config, api, store, stop=stop)
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)
+
+
+def effective_config_view(config: PollConfig) -> dict[str, object]:
+    """The config for the start-up log line: secrets masked, the retry policy in short."""
+    from mint_common.config import redacted_view
+
+    view = redacted_view(config)
+    retry = config.retry
+    view["retry"] = {
+        "max_attempts": retry.max_attempts,
+        "base_delay": retry.base_delay,
+        "max_delay": retry.max_delay,
+        "backoff": retry.backoff,
+        "jitter": retry.jitter,
+    }
+    return view

@@ -1,0 +1,171 @@
+"""The agent's local record: one JSON file per calculation, plus a heartbeat file.
+
+Layout of `state_dir`:
+    calcs/<accept_id>.json   one CalcRecord, replaced atomically after every step
+    agent.json               heartbeat: pid, time, what the agent is doing
+    agent.lock               single-instance lock (`run`, `once`)
+
+A record never holds the token or file contents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from mint_common.errors import CantCreateError, InputError
+from mint_common.files import JsonState, check_relative_name
+
+log = logging.getLogger(__name__)
+
+#: Steps in the order they happen; each means "this has been done".
+STEPS = ("receiving", "params", "complete", "started", "ran", "ended", "sent", "done")
+#: Where a record ends without delivery.
+ENDED_WITHOUT_DELIVERY = ("lost", "released", "taken", "failed")
+TERMINAL = ("done", *ENDED_WITHOUT_DELIVERY)
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class ResultEntry:
+    """A requested result file as it will be sent: a path, or why it cannot be."""
+
+    name: str
+    path: Optional[str]
+    error: Optional[str] = None
+
+
+@dataclass
+class CalcRecord:
+    """Everything the agent must remember about one calculation to finish it after a restart."""
+
+    accept_id: str
+    site_id: str
+    workdir: str
+    staging_dir: str
+    step: str = "receiving"
+    command: Optional[str] = None
+    parameters: Optional[str] = None
+    result_names: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    outcome: Optional[str] = None
+    reason: Optional[str] = None
+    exit_status: Optional[int] = None
+    pid: Optional[int] = None
+    results: list[ResultEntry] = field(default_factory=list)
+    accepted_at: str = field(default_factory=now_iso)
+    started_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    delivered_at: Optional[str] = None
+    updated_at: str = field(default_factory=now_iso)
+    message: Optional[str] = None
+    pruned: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.step in TERMINAL
+
+    def reached(self, step: str) -> bool:
+        """True if this record has done `step` (for steps of the normal sequence)."""
+        return self.step in STEPS and STEPS.index(self.step) >= STEPS.index(step)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path) -> CalcRecord:
+        if not isinstance(data, dict):
+            raise InputError(f"state file {source} does not hold a calculation record")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["results"] = [
+            ResultEntry(**{k: v for k, v in r.items() if k in ("name", "path", "error")})
+            for r in values.get("results") or []
+            if isinstance(r, dict)
+        ]
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InputError(f"state file {source} is incomplete: {exc}") from exc
+
+
+class StateStore:
+    """Reads and writes the records under `state_dir` (created with mode 0700)."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = Path(state_dir)
+        self.calcs = self.root / "calcs"
+        self.heartbeat_file = self.root / "agent.json"
+        self.lock_path = self.root / "agent.lock"
+
+    def ensure(self) -> None:
+        try:
+            self.calcs.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise CantCreateError(
+                f"cannot create state_dir {self.root}: {exc.strerror}",
+                hint="set state_dir to a directory this user can write",
+            ) from exc
+
+    def _file(self, accept_id: str) -> Path:
+        check_relative_name(accept_id)
+        if "/" in accept_id:
+            raise InputError(f"refusing accept_id {accept_id!r}: it contains '/'")
+        return self.calcs / f"{accept_id}.json"
+
+    def save(self, record: CalcRecord) -> None:
+        """Write the record atomically (temp file, fsync, rename)."""
+        record.updated_at = now_iso()
+        JsonState(self._file(record.accept_id)).save(record.to_json())
+
+    def load(self, accept_id: str) -> Optional[CalcRecord]:
+        path = self._file(accept_id)
+        data = JsonState(path).load(None)
+        return None if data is None else CalcRecord.from_json(data, path)
+
+    def all(self) -> list[CalcRecord]:
+        """Every readable record, newest first; unreadable files are reported and skipped."""
+        records: list[CalcRecord] = []
+        if not self.calcs.is_dir():
+            return records
+        for path in self.calcs.glob("*.json"):
+            try:
+                records.append(CalcRecord.from_json(JsonState(path).load(None), path))
+            except InputError as exc:
+                log.warning("skipping %s", exc.message)
+        records.sort(key=lambda r: (r.accepted_at, r.accept_id), reverse=True)
+        return records
+
+    def unfinished(self) -> list[CalcRecord]:
+        """Records an earlier run left mid-sequence, oldest first."""
+        return sorted(
+            (r for r in self.all() if not r.terminal), key=lambda r: (r.accepted_at, r.accept_id)
+        )
+
+    def beat(self, state: str, **details: Any) -> None:
+        """Write the heartbeat file (every loop of the daemon)."""
+        document = {
+            "pid": os.getpid(),
+            "time": now_iso(),
+            "epoch": time.time(),
+            "state": state,
+            **details,
+        }
+        JsonState(self.heartbeat_file).save(document)
+
+    def heartbeat(self) -> Optional[dict[str, Any]]:
+        try:
+            data = JsonState(self.heartbeat_file).load(None)
+        except InputError as exc:
+            log.warning("%s", exc.message)
+            return None
+        return data if isinstance(data, dict) else None

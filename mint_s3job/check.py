@@ -1,0 +1,132 @@
+"""`check`: can this machine use the bucket (and, on the head node, run sbatch)?"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
+from mint_common.errors import AuthError
+from mint_common.files import JsonState
+from mint_s3job.config import S3JobConfig
+from mint_s3job.dispatch import state_dir
+from mint_s3job.store import ObjectStore, session_facts
+
+PROBE_PREFIX = ".mint-s3job-check"
+
+
+def run_checks(config: S3JobConfig, store: ObjectStore, head_node: bool) -> CheckRunner:
+    runner = CheckRunner()
+    probe = f"{PROBE_PREFIX}/{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    runner.run("credentials", lambda: _credentials(config))
+    runner.run("region", lambda: _region(config))
+    runner.run("bucket reachable", lambda: _bucket(store), requires="credentials")
+    runner.run("list", lambda: _list(store), requires="bucket reachable")
+    runner.run("write", lambda: _write(store, probe), requires="bucket reachable")
+    runner.run("read", lambda: _read(store, probe), requires="write")
+    runner.run("conditional write", lambda: _conditional(store, probe), requires="write")
+    runner.run("delete", lambda: _delete(store, probe), requires="write")
+    _head_node_checks(runner, config, head_node)
+    return runner
+
+
+def _credentials(config: S3JobConfig) -> str:
+    method, _region = session_facts(config)
+    if method is None:
+        raise AuthError("no AWS credentials found (environment, profile or instance role)")
+    return f"found (source: {method})"
+
+
+def _region(config: S3JobConfig) -> CheckResult | str:
+    _method, region = session_facts(config)
+    if not region:
+        return CheckResult("region", WARN, "no region configured; S3 defaults to us-east-1")
+    where = f", endpoint {config.endpoint_url}" if config.endpoint_url else ""
+    return f"{region}{where}"
+
+
+def _bucket(store: ObjectStore) -> str:
+    region = store.bucket_region()
+    return f"s3://{store.bucket} reachable" + (f" (region {region})" if region else "")
+
+
+def _list(store: ObjectStore) -> str:
+    return f"{len(store.list_prefixes())} top-level prefix(es)"
+
+
+def _write(store: ObjectStore, probe: str) -> str:
+    store.put_bytes(probe, b"mint-s3job check\n")
+    return f"wrote s3://{store.bucket}/{probe}"
+
+
+def _read(store: ObjectStore, probe: str) -> CheckResult | str:
+    data = store.get_bytes(probe)
+    if data != b"mint-s3job check\n":
+        return CheckResult("read", FAIL, "the probe object read back differently")
+    return "read the probe back"
+
+
+def _conditional(store: ObjectStore, probe: str) -> CheckResult:
+    key = probe + ".claim"
+    first = store.put_bytes(key, b"1", if_none_match=True)
+    second = store.put_bytes(key, b"2", if_none_match=True)
+    store.delete_keys([key])
+    if first and not second:
+        return CheckResult("conditional write", PASS, "If-None-Match: * honoured (claims are safe)")
+    return CheckResult(
+        "conditional write",
+        FAIL,
+        f"If-None-Match: * not honoured (first={first}, second={second}): several dispatchers"
+        " could submit the same job",
+    )
+
+
+def _delete(store: ObjectStore, probe: str) -> str:
+    store.delete_keys([probe])
+    return "removed the probe object"
+
+
+def _head_node_checks(runner: CheckRunner, config: S3JobConfig, head_node: bool) -> None:
+    if not head_node:
+        runner.results.append(
+            CheckResult("sbatch", "skip", "not a head node (no workdir configured)")
+        )
+        return
+    runner.run("sbatch", lambda: _which(config.sbatch, "sbatch"))
+    runner.run("scancel", lambda: _which(config.scancel, "scancel"))
+    runner.run("workdir", lambda: _workdir(config.require_workdir()))
+    runner.run("dispatcher heartbeat", lambda: _heartbeat(config.require_workdir()))
+
+
+def _which(command: str, what: str) -> CheckResult | str:
+    found = shutil.which(command)
+    if found is None:
+        return CheckResult(what, FAIL, f"{command!r} not found on PATH; set the {what!r} key")
+    return found
+
+
+def _workdir(workdir: Path) -> CheckResult | str:
+    if not workdir.exists():
+        return CheckResult("workdir", WARN, f"{workdir} does not exist yet (dispatch creates it)")
+    if not os.access(workdir, os.W_OK):
+        return CheckResult("workdir", FAIL, f"{workdir} is not writable")
+    return f"{workdir} writable"
+
+
+def _heartbeat(workdir: Path) -> CheckResult | str:
+    state: Optional[dict[str, Any]] = JsonState(state_dir(workdir) / "dispatch-state.json").load()
+    if not state or "heartbeat" not in state:
+        return CheckResult("dispatcher heartbeat", WARN, "no dispatch run recorded yet")
+    beat = datetime.fromisoformat(str(state["heartbeat"]))
+    age = (datetime.now(timezone.utc) - beat).total_seconds()
+    detail = f"last run {age:.0f} s ago on {state.get('host')} (pid {state.get('pid')})"
+    if state.get("last_error"):
+        return CheckResult(
+            "dispatcher heartbeat", WARN, detail + f"; last error: {state['last_error']}"
+        )
+    return CheckResult("dispatcher heartbeat", PASS, detail)

@@ -1,0 +1,355 @@
+"""mint-s3job: submit Slurm jobs to a cloud cluster through an S3 bucket, dispatch them once.
+
+A thin click layer: parse, load config, call the core modules, print results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from mint_common.cli import MintGroup, common_options, current_options, exit_with
+from mint_common.config import load_config, redacted_view
+from mint_common.extras import require_extra
+from mint_common.output import emit_json, emit_table
+from mint_common.progress import transfer_progress
+from mint_s3job.config import S3JobConfig
+
+log = logging.getLogger("mint_s3job")
+TOOL = "mint-s3job"
+
+bucket_option = click.option(
+    "--bucket", help="The job bucket (config key 'bucket', env MINT_S3JOB_BUCKET)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
+
+
+def _config(**cli: Any) -> S3JobConfig:
+    opts = current_options()
+    config = load_config(S3JobConfig, TOOL, config_file=opts.config_file, cli=cli)
+    log.debug("effective config: %s", redacted_view(config))
+    return config
+
+
+def _store(config: S3JobConfig) -> Any:
+    from mint_s3job.store import open_store
+
+    return open_store(config)
+
+
+def _as_dict(obj: Any) -> Any:
+    return dataclasses.asdict(obj)
+
+
+@click.group(cls=MintGroup, tool=TOOL)
+@click.version_option(package_name="mint-tools", prog_name=TOOL)
+@common_options
+def main() -> None:
+    """Run Slurm jobs on a cloud cluster through an S3 bucket.
+
+    On premises: submit, status, list, wait, fetch, cancel, clean.
+    On the cluster's head node: dispatch (replaces sub-job.sh), epilog
+    (replaces epilog.sh, as Slurm's EpilogSlurmctld) and check.
+    The bucket layout is the one of the manual procedure (job-aws-run.sh,
+    job-aws-stat.txt, ...), so old scripts and this tool can be mixed.
+    """
+    require_extra(TOOL, "s3job", ("boto3",))
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--prefix", help="Job prefix (default: job-DATE-TIME-RANDOM, always unique).")
+@click.option(
+    "--script",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The Slurm batch script; uploaded as job-aws-run.sh.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing job under the same prefix.")
+@json_option
+@click.argument("paths", nargs=-1, type=click.Path())
+def submit(
+    bucket: Optional[str],
+    prefix: Optional[str],
+    script: Path,
+    force: bool,
+    as_json: bool,
+    paths: tuple[str, ...],
+) -> None:
+    """Upload the script and PATHS, then mark the job FILE_UPLOAD (last).
+
+    A file keeps its name; a directory keeps its name and layout (write
+    `dir/` to put its contents at the top). Prints the prefix, and only it.
+
+    \b
+    Example:
+        prefix=$(mint-s3job submit --bucket my-jobs --script run.sh input.dat params/)
+        mint-s3job wait "$prefix" && mint-s3job fetch "$prefix" --dest results
+    """
+    from mint_s3job.submit import collect_inputs, resolve_prefix
+    from mint_s3job.submit import submit as do_submit
+
+    config = _config(bucket=bucket)
+    inputs = collect_inputs(script, paths)
+    job_prefix = resolve_prefix(prefix)
+    result = do_submit(
+        _store(config),
+        job_prefix,
+        inputs,
+        force=force,
+        progress=transfer_progress,
+        hash_workers=min(4, os.cpu_count() or 1),
+    )
+    if as_json:
+        emit_json(_as_dict(result))
+    else:
+        click.echo(result.prefix)
+
+
+@main.command()
+@common_options
+@bucket_option
+@json_option
+@click.argument("prefix")
+def status(bucket: Optional[str], as_json: bool, prefix: str) -> None:
+    """Show the state, Slurm job id, exit status and times of one job."""
+    from mint_s3job.jobs import job_status
+
+    result = job_status(_store(_config(bucket=bucket)), prefix)
+    if as_json:
+        emit_json(_as_dict(result))
+        return
+    rows = [(k, v) for k, v in _as_dict(result).items() if k != "times" and v not in (None, "")]
+    rows += [(f"{label} at", moment) for label, moment in result.times.items()]
+    emit_table(("field", "value"), rows, title=f"job {prefix}")
+
+
+@main.command(name="list")
+@common_options
+@bucket_option
+@json_option
+def list_command(bucket: Optional[str], as_json: bool) -> None:
+    """List every job in the bucket with its state (reads no job files)."""
+    from mint_s3job.jobs import list_jobs
+
+    jobs = list_jobs(_store(_config(bucket=bucket)))
+    if as_json:
+        emit_json([_as_dict(j) for j in jobs])
+        return
+    rows = [
+        (
+            j.prefix,
+            j.state + (" (cancel)" if j.cancel_requested else ""),
+            j.job_id,
+            j.updated_at,
+            j.files,
+            j.bytes,
+        )
+        for j in jobs
+    ]
+    emit_table(("prefix", "state", "job id", "updated", "files", "bytes"), rows, title="jobs")
+
+
+@contextlib.contextmanager
+def _wait_display(prefix: str) -> Iterator[Any]:
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        with Console(stderr=True).status(f"waiting for {prefix}") as display:
+            yield lambda state: display.update(f"waiting for {prefix}: {state}")
+    else:
+        yield lambda state: log.info("job %s: %s", prefix, state)
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit 75).")
+@click.option("--interval", type=float, help="Seconds between polls (config 'poll_interval').")
+@json_option
+@click.argument("prefix")
+def wait(
+    bucket: Optional[str],
+    timeout: Optional[float],
+    interval: Optional[float],
+    as_json: bool,
+    prefix: str,
+) -> None:
+    """Wait until the job ends: exit 0 if it completed with status 0, 1 if it failed
+    (JOB_ERROR, non-zero exit, cancelled), 75 on timeout."""
+    from mint_s3job.jobs import wait_for
+
+    config = _config(bucket=bucket, poll_interval=interval)
+    with _wait_display(prefix) as on_change:
+        result = wait_for(
+            _store(config),
+            prefix,
+            timeout=timeout,
+            interval=config.poll_interval,
+            on_change=on_change,
+        )
+    if as_json:
+        emit_json(_as_dict(result))
+    else:
+        click.echo(result.state)
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Default: ./PREFIX")
+@click.option("--include", multiple=True, help="Only names matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Skip names matching this glob (repeatable).")
+@json_option
+@click.argument("prefix")
+def fetch(
+    bucket: Optional[str],
+    dest: Optional[Path],
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    as_json: bool,
+    prefix: str,
+) -> None:
+    """Download the job's files into DEST, verified against the manifests.
+
+    Files already there with the same size and checksum are skipped; object
+    names that would lead outside DEST are refused (exit 65).
+    """
+    from mint_s3job.fetch import fetch as do_fetch
+
+    config = _config(bucket=bucket)
+    result = do_fetch(
+        _store(config),
+        prefix,
+        dest or Path(prefix),
+        include=include,
+        exclude=exclude,
+        progress=transfer_progress,
+    )
+    if as_json:
+        emit_json(_as_dict(result))
+    else:
+        click.echo(
+            f"{result.dest}: downloaded {len(result.downloaded)} file(s),"
+            f" {result.bytes} bytes; {len(result.skipped)} already up to date"
+        )
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.argument("prefix")
+def cancel(bucket: Optional[str], prefix: str) -> None:
+    """Ask the dispatcher to cancel the job (not submitted, or scancel'ed if running)."""
+    from mint_s3job.jobs import cancel_job
+
+    state = cancel_job(_store(_config(bucket=bucket)), prefix)
+    click.echo(f"{prefix}: cancel requested (state {state})")
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--force", is_flag=True, help="Also delete a job that is being run.")
+@click.argument("prefix")
+def clean(bucket: Optional[str], force: bool, prefix: str) -> None:
+    """Delete every object of the job from the bucket."""
+    from mint_s3job.jobs import clean_job
+
+    count = clean_job(_store(_config(bucket=bucket)), prefix, force=force)
+    click.echo(f"{prefix}: deleted {count} object(s)")
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option(
+    "--workdir", type=click.Path(file_okay=False, path_type=Path), help="Jobs go to DIR/PREFIX/."
+)
+@click.option("--sbatch", "sbatch", help="sbatch command (config 'sbatch').")
+@click.option("--watch", is_flag=True, help="Keep dispatching every --interval seconds.")
+@click.option("--interval", type=float, help="Seconds between runs with --watch.")
+@json_option
+def dispatch(
+    bucket: Optional[str],
+    workdir: Optional[Path],
+    sbatch: Optional[str],
+    watch: bool,
+    interval: Optional[float],
+    as_json: bool,
+) -> None:
+    """Submit every new FILE_UPLOAD job to Slurm, each exactly once (replaces sub-job.sh).
+
+    One run per call (for an EventBridge/SSM trigger or a systemd timer), or
+    --watch for a systemd service.
+    """
+    from mint_s3job.dispatch import Dispatcher, DispatchReport
+    from mint_s3job.dispatch import watch as watch_loop
+    from mint_s3job.slurm import SlurmCommands
+
+    config = _config(bucket=bucket, workdir=workdir, sbatch=sbatch, watch_interval=interval)
+    if watch:
+        log.info("effective config: %s", redacted_view(config))
+    scheduler = SlurmCommands(
+        config.sbatch, config.scancel, config.command_timeout, config.sbatch_args
+    )
+    dispatcher = Dispatcher(_store(config), scheduler, config.require_workdir(), config)
+
+    def show(report: DispatchReport) -> None:
+        if as_json:
+            emit_json(_as_dict(report))
+            return
+        for prefix, job_id in report.submitted:
+            click.echo(f"{prefix}\tJOB_SUBMIT\t{job_id}")
+        for prefix, reason in report.errors:
+            click.echo(f"{prefix}\tJOB_ERROR\t{reason}")
+        for prefix in report.cancelled:
+            click.echo(f"{prefix}\tCANCELLED")
+
+    if watch:
+        watch_loop(dispatcher, config.watch_interval, on_report=show)
+    else:
+        report = dispatcher.run_once()
+        show(report)
+        if report.errors:
+            exit_with(1)
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+def epilog(bucket: Optional[str], workdir: Optional[Path]) -> None:
+    """Upload a finished job's new files and mark it JOB_COMPLETE (as EpilogSlurmctld).
+
+    Reads SLURM_JOB_ID, SLURM_JOB_WORK_DIR and SLURM_JOB_EXIT_CODE(2); jobs
+    that did not come from the bucket are ignored.
+    """
+    from mint_s3job.epilog import run_epilog
+
+    config = _config(bucket=bucket, workdir=workdir)
+    run_epilog(_store(config), config.require_workdir(), dict(os.environ))
+
+
+@main.command()
+@common_options
+@bucket_option
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--head-node", is_flag=True, help="Also check sbatch/scancel and the work dir.")
+@json_option
+def check(bucket: Optional[str], workdir: Optional[Path], head_node: bool, as_json: bool) -> None:
+    """Diagnose credentials, region, bucket access, conditional writes (and sbatch)."""
+    from mint_s3job.check import run_checks
+
+    config = _config(bucket=bucket, workdir=workdir)
+    runner = run_checks(config, _store(config), head_node or config.workdir is not None)
+    exit_with(runner.render(as_json=as_json, title=f"{TOOL} check"))

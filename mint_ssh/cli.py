@@ -1,0 +1,297 @@
+"""mint-ssh: run one command on an external computer over SSH, with files in and out."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import click
+
+from mint_common.cli import MintGroup, common_options, current_options, exit_with
+from mint_common.config import load_config
+from mint_common.errors import JobFailed, UsageError
+from mint_common.extras import require_extra
+from mint_common.files import atomic_write
+from mint_common.output import emit_json, emit_table
+from mint_ssh.config import SshToolConfig, config_summary
+
+if TYPE_CHECKING:
+    from mint_ssh.connection import SshConnection
+    from mint_ssh.hosts import HostSpec
+    from mint_ssh.runner import RunOutcome
+
+log = logging.getLogger("mint_ssh")
+
+
+def _load(**cli: Any) -> SshToolConfig:
+    cfg = load_config(SshToolConfig, "mint-ssh", config_file=current_options().config_file, cli=cli)
+    log.info("effective config: %s", config_summary(cfg))
+    return cfg
+
+
+def _connector(cfg: SshToolConfig, accept_new: bool) -> Callable[[HostSpec], SshConnection]:
+    from mint_ssh.connection import connect
+    from mint_ssh.hosts import resolve_host
+
+    def connect_to(spec: HostSpec) -> SshConnection:
+        return connect(
+            spec,
+            resolve=lambda alias: resolve_host(alias, cfg),
+            connect_timeout=cfg.connect_timeout,
+            accept_new_host_key=accept_new,
+        )
+
+    return connect_to
+
+
+@click.group(cls=MintGroup, tool="mint-ssh")
+@click.version_option(package_name="mint-tools", prog_name="mint-ssh")
+@common_options
+def main() -> None:
+    """Run one command on an external computer over SSH, with files in and out.
+
+    \b
+      mint-ssh run ssh-node01 --put input.dat -- ./solve.sh input.dat
+      mint-ssh check ssh-node01
+      mint-ssh runs
+      mint-ssh resume 3f2a...   (after a crash or a long network outage)
+    """
+    require_extra("mint-ssh", "ssh", ("paramiko",))
+
+
+def _interrupt_on_sigterm() -> None:
+    """systemd and cron wrappers stop us with SIGTERM: unwind like Ctrl-C, so the run record
+    stays consistent and the `resume` hint is printed."""
+
+    def interrupt(_signum: int, _frame: Optional[FrameType]) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
+    status = outcome.exit_status
+    if exit_code_file is not None:
+        atomic_write(exit_code_file, f"{status}\n", mode=0o644)
+    click.echo(
+        f"run {outcome.record.run_id}: remote exit status {status};"
+        f" {outcome.downloaded.files} file(s) fetched into {outcome.record.dest}",
+        err=True,
+    )
+    if outcome.kept_remote:
+        click.echo(
+            f"remote working dir kept: {outcome.record.host}:{outcome.record.workdir}", err=True
+        )
+    if status != 0:
+        raise JobFailed(f"the remote command exited with status {status}", job_exit_status=status)
+
+
+@main.command()
+@common_options
+@click.argument("host")
+@click.argument("command", nargs=-1)
+@click.option(
+    "--put",
+    "puts",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Upload this file into the working dir (repeatable).",
+)
+@click.option(
+    "--get",
+    "gets",
+    multiple=True,
+    help="Fetch only paths matching this glob (repeatable); default: the whole working dir.",
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    show_default="current dir",
+    help="Where the results go.",
+)
+@click.option(
+    "--workdir-base", help="Remote directory under which <base>/<run id> is made [default: /tmp]."
+)
+@click.option("--keep", is_flag=True, help="Leave the remote working dir in place.")
+@click.option("--timeout", type=float, help="Stop the remote command after this many seconds.")
+@click.option(
+    "--exit-code-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the remote exit status here.",
+)
+@click.option(
+    "--accept-new-host-key",
+    is_flag=True,
+    default=None,
+    help="Record an unknown host key (never a changed one).",
+)
+@click.option(
+    "--sha256",
+    "verify_sha256",
+    is_flag=True,
+    default=None,
+    help="Check each upload's sha256 on the remote side.",
+)
+def run(
+    host: str,
+    command: tuple[str, ...],
+    puts: tuple[Path, ...],
+    gets: tuple[str, ...],
+    dest: Path,
+    workdir_base: Optional[str],
+    keep: bool,
+    timeout: Optional[float],
+    exit_code_file: Optional[Path],
+    accept_new_host_key: Optional[bool],
+    verify_sha256: Optional[bool],
+) -> None:
+    """Push files to HOST, run COMMAND there in a fresh dir, pull the results back.
+
+    Without COMMAND the remote program from the config runs (by default
+    ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh).
+    Exit 0 when the remote command exited 0, 1 when it did not; 66 missing
+    input, 69 unreachable, 74 transfer failure, 77 host key or login refused.
+
+    \b
+      mint-ssh run ssh-node01 --put in.csv --get 'out/*' --dest results -- ./calc.sh in.csv
+    """
+    from mint_ssh.hosts import resolve_host
+    from mint_ssh.runner import RunRequest, run_job
+
+    cfg = _load(
+        workdir_base=workdir_base,
+        accept_new_host_key=accept_new_host_key,
+        verify_sha256=verify_sha256,
+        timeout=timeout,
+    )
+    spec = resolve_host(host, cfg)
+    request = RunRequest(
+        host=host,
+        command=command or (spec.remote_program,),
+        inputs=puts,
+        get=gets,
+        dest=dest,
+        keep=keep,
+        timeout=cfg.timeout,
+    )
+    _interrupt_on_sigterm()
+    outcome = run_job(spec, cfg, request, _connector(cfg, cfg.accept_new_host_key))
+    _report(outcome, exit_code_file)
+
+
+@main.command()
+@common_options
+@click.argument("run_id")
+@click.option(
+    "--exit-code-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the remote exit status here.",
+)
+def resume(run_id: str, exit_code_file: Optional[Path]) -> None:
+    """Reattach to run RUN_ID, wait for its command, and fetch its results."""
+    from mint_ssh.hosts import resolve_host
+    from mint_ssh.runner import resume_job
+
+    cfg = _load()
+    _interrupt_on_sigterm()
+    outcome = resume_job(
+        run_id, lambda alias: resolve_host(alias, cfg), cfg, _connector(cfg, False)
+    )
+    _report(outcome, exit_code_file)
+
+
+@main.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON list for scripts.")
+def runs(as_json: bool) -> None:
+    """List the local run records (newest last)."""
+    import dataclasses
+    import time
+
+    from mint_ssh.records import RunStore
+
+    records = RunStore(_load().runs_dir).all()
+    if as_json:
+        emit_json([dataclasses.asdict(r) for r in records])
+        return
+    rows = [
+        [
+            r.run_id,
+            r.host,
+            r.state,
+            "" if r.exit_status is None else str(r.exit_status),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+            r.workdir,
+        ]
+        for r in records
+    ]
+    emit_table(
+        ["run id", "host", "state", "exit", "created", "remote dir"], rows, title="mint-ssh runs"
+    )
+
+
+@main.command()
+@common_options
+@click.argument("host")
+@click.option("--json", "as_json", is_flag=True, help="Findings as JSON.")
+@click.option(
+    "--accept-new-host-key", is_flag=True, default=None, help="Record an unknown host key."
+)
+def check(host: str, as_json: bool, accept_new_host_key: Optional[bool]) -> None:
+    """Diagnose HOST: config, connection, host key, login, work base, program, latency."""
+    from mint_ssh.diagnose import check_host
+    from mint_ssh.hosts import resolve_host
+
+    cfg = _load(accept_new_host_key=accept_new_host_key)
+    status = check_host(
+        lambda: resolve_host(host, cfg),
+        _connector(cfg, cfg.accept_new_host_key),
+        as_json=as_json,
+    )
+    exit_with(status)
+
+
+@main.command()
+@common_options
+@click.option(
+    "--allow",
+    "allowed",
+    multiple=True,
+    required=True,
+    help="A program `run` may start (repeatable; ~ is this user's home).",
+)
+@click.option(
+    "--base",
+    "bases",
+    multiple=True,
+    help="Work base(s) allowed [default: workdir_base from the config, /tmp].",
+)
+@click.option(
+    "--syslog/--no-syslog",
+    default=True,
+    show_default=True,
+    help="Also log decisions to syslog (/dev/log).",
+)
+def gate(allowed: tuple[str, ...], bases: tuple[str, ...], syslog: bool) -> None:
+    """Forced command for authorized_keys: admit only what `mint-ssh run` sends.
+
+    \b
+      command="mint-ssh gate --allow ~/bin/solve.sh --log-file ~/gate.log",restrict ssh-ed25519 AAAA
+    """
+    from mint_ssh.gate import attach_syslog, make_policy, quiet_console, run_gate
+
+    if not allowed:
+        raise UsageError("give at least one --allow PROGRAM")
+    quiet_console()
+    if syslog:
+        attach_syslog()
+    cfg = _load()
+    policy = make_policy(bases or (cfg.workdir_base,), allowed)
+    sys.stderr.flush()
+    run_gate(os.environ.get("SSH_ORIGINAL_COMMAND"), policy)

@@ -1,0 +1,97 @@
+"""Settings of mint-ssh (`~/.config/mint/mint-ssh.yaml`, `MINT_SSH_*`, flags)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any, Optional
+
+from mint_common.errors import ConfigError
+from mint_common.retry import RetryPolicy
+
+DEFAULT_PROGRAM = "~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostEntry:
+    """One entry of the `hosts:` map; the same fields as an ssh_config `Host` block."""
+
+    hostname: Optional[str] = None
+    port: Optional[int] = None
+    user: Optional[str] = None
+    identity_file: Optional[list[str]] = None
+    proxy_command: Optional[str] = None
+    proxy_jump: Optional[str] = None
+    server_alive_interval: Optional[int] = None
+    server_alive_count_max: Optional[int] = None
+    user_known_hosts_file: Optional[list[str]] = None
+    workdir_base: Optional[str] = None
+    remote_program: Optional[str] = None
+
+
+def _default_state_dir() -> Path:
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "mint" / "ssh"
+
+
+@dataclasses.dataclass(frozen=True)
+class SshToolConfig:
+    """Everything `mint-ssh` reads from its config layers."""
+
+    hosts: dict[str, HostEntry] = dataclasses.field(default_factory=dict)
+    ssh_config: Optional[Path] = None
+    known_hosts: Optional[Path] = None
+    workdir_base: str = "/tmp"  # noqa: S108 - a remote path, as the manuals describe
+    remote_program: str = DEFAULT_PROGRAM
+    state_dir: Optional[Path] = None
+    retry: RetryPolicy = dataclasses.field(
+        default_factory=lambda: RetryPolicy.parse_legacy("retry:5,60")
+    )
+    connect_timeout: float = 15.0
+    verify_sha256: bool = False
+    accept_new_host_key: bool = False
+    timeout: Optional[float] = None
+
+    def validate(self) -> None:
+        if not PurePosixPath(self.workdir_base).is_absolute():
+            raise ConfigError(
+                f"key 'workdir_base': {self.workdir_base!r} must be an absolute remote path"
+            )
+        for alias, entry in self.hosts.items():
+            base = entry.workdir_base
+            if base is not None and not PurePosixPath(base).is_absolute():
+                raise ConfigError(
+                    f"key 'hosts.{alias}.workdir_base': {base!r} must be an absolute remote path"
+                )
+        if self.connect_timeout <= 0:
+            raise ConfigError(
+                f"key 'connect_timeout': must be positive, got {self.connect_timeout}"
+            )
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"key 'timeout': must be positive, got {self.timeout}")
+
+    @property
+    def ssh_config_path(self) -> Path:
+        return self.ssh_config or Path.home() / ".ssh" / "config"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.known_hosts or Path.home() / ".ssh" / "known_hosts"
+
+    @property
+    def runs_dir(self) -> Path:
+        return (self.state_dir or _default_state_dir()) / "runs"
+
+
+def config_summary(cfg: SshToolConfig) -> dict[str, Any]:
+    """The effective settings, for the one start-up log line."""
+    return {
+        "hosts": sorted(cfg.hosts),
+        "ssh_config": str(cfg.ssh_config_path),
+        "known_hosts": str(cfg.known_hosts_path),
+        "workdir_base": cfg.workdir_base,
+        "remote_program": cfg.remote_program,
+        "runs_dir": str(cfg.runs_dir),
+        "retry": f"{cfg.retry.max_attempts} attempts, up to {cfg.retry.max_delay} s apart",
+    }

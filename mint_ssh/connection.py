@@ -1,0 +1,506 @@
+"""The SSH adapter: one paramiko connection, host key checks, authentication, exec channels.
+
+paramiko is imported here and nowhere else; its exceptions become mint errors
+at this boundary (AuthError 77, UnavailableError 69, TransferError 74).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import getpass
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Protocol
+
+from mint_common.errors import AuthError, UnavailableError
+from mint_ssh.hosts import HostSpec, parse_jump
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger(__name__)
+
+# A moderate window: paramiko copies its receive buffer on every read, so a huge one
+# slows downloads (measured on loopback; see docs/benchmarks.d/ssh.md).
+WINDOW_SIZE = 4 * 1024 * 1024
+MAX_PACKET_SIZE = 32768
+FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr")
+CHUNK = 1024 * 1024
+GATE_REFUSED = 77
+CLIENT_REKEY_LIMIT = 2**34
+STDERR_TAIL = 4096
+
+
+class ConnectionLost(UnavailableError):
+    """The connection dropped while a remote operation was under way."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    status: int
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+    def error_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace").strip()
+
+
+def refused_by_gate(result: ExecResult) -> None:
+    """Raise AuthError (77) when the remote `mint-ssh gate` refused the request."""
+    text = result.error_text()
+    if result.status == GATE_REFUSED and "refused by the mint-ssh gate" in text:
+        raise AuthError(text.splitlines()[-1].removeprefix("mint-ssh: error: "))
+
+
+class RemoteHost(Protocol):
+    """What the run logic needs from a connection to the external computer."""
+
+    def execute(self, command: str, *, timeout: float = ...) -> ExecResult: ...
+
+    def upload(
+        self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
+    ) -> ExecResult: ...
+
+    def fetch(self, command: str, unpack: Callable[[BinaryIO], bool]) -> ExecResult: ...
+
+    def watch(self, command: str, on_output: Callable[[bytes], None]) -> ExecResult: ...
+
+    def close(self) -> None: ...
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _key_types_for(known_types: set[str]) -> list[str]:
+    """Negotiation names for the key types we already know (RSA has three)."""
+    names: list[str] = []
+    for key_type in sorted(known_types):
+        if key_type == "ssh-rsa":
+            names += ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+        else:
+            names.append(key_type)
+    return names
+
+
+class _ChannelReader:
+    """A read()-able view of a channel's stdout, for tarfile's stream mode."""
+
+    def __init__(self, channel: paramiko.Channel) -> None:
+        self.channel = channel
+
+    def read(self, size: int = CHUNK) -> bytes:
+        data = self.channel.recv(size if size > 0 else CHUNK)
+        return bytes(data)
+
+
+class SshConnection:
+    """One authenticated SSH connection (plus any ProxyJump hops or ProxyCommand process)."""
+
+    def __init__(
+        self,
+        spec: HostSpec,
+        *,
+        resolve: Callable[[str], HostSpec],
+        connect_timeout: float,
+        accept_new_host_key: bool = False,
+        interactive: Optional[bool] = None,
+        sock: Any = None,
+    ) -> None:
+        self.spec = spec
+        self.connect_timeout = connect_timeout
+        self.accept_new_host_key = accept_new_host_key
+        self.interactive = sys.stdin.isatty() if interactive is None else interactive
+        self._resolve = resolve
+        self._hops: list[SshConnection] = []
+        self._proxy: Optional[subprocess.Popen[bytes]] = None
+        self.host_key_fingerprint = ""
+        self.host_key_status = ""
+        try:
+            self.transport = self._handshake(sock if sock is not None else self._open_socket())
+        except BaseException:
+            self._close_helpers()
+            raise
+
+    # --- connecting -------------------------------------------------------------------
+
+    def _open_socket(self) -> Any:
+        spec = self.spec
+        if spec.proxy_command:
+            return self._proxy_socket(spec.proxy_command)
+        if spec.proxy_jump:
+            return self._jump_channel()
+        try:
+            return socket.create_connection(
+                (spec.hostname, spec.port), timeout=self.connect_timeout
+            )
+        except OSError as exc:
+            raise UnavailableError(
+                f"cannot connect to {spec.hostname} port {spec.port}: {exc}"
+            ) from exc
+
+    def _proxy_socket(self, command: str) -> socket.socket:
+        # OpenSSH runs ProxyCommand through the shell and talks to it over its stdin/stdout;
+        # a socketpair gives paramiko a real socket with real EOF semantics.
+        ours, theirs = socket.socketpair()
+        try:
+            self._proxy = subprocess.Popen(
+                ["/bin/sh", "-c", f"exec {command}"],
+                stdin=theirs.fileno(),
+                stdout=theirs.fileno(),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            ours.close()
+            raise UnavailableError(f"cannot start ProxyCommand {command!r}: {exc}") from exc
+        finally:
+            theirs.close()
+        return ours
+
+    def _jump_channel(self) -> Any:
+        previous: Optional[SshConnection] = None
+        for hop in self.spec.proxy_jump:
+            user, host, port = parse_jump(hop)
+            resolved = self._resolve(host)
+            hop_spec = dataclasses.replace(
+                resolved, user=user or resolved.user, port=port or resolved.port, proxy_jump=()
+            )
+            sock = None
+            if previous is not None:
+                hop_spec = dataclasses.replace(hop_spec, proxy_command=None)
+                sock = previous.direct_tcpip(hop_spec.hostname, hop_spec.port)
+            previous = SshConnection(
+                hop_spec,
+                resolve=self._resolve,
+                connect_timeout=self.connect_timeout,
+                accept_new_host_key=self.accept_new_host_key,
+                interactive=self.interactive,
+                sock=sock,
+            )
+            self._hops.append(previous)
+        assert previous is not None
+        return previous.direct_tcpip(self.spec.hostname, self.spec.port)
+
+    def direct_tcpip(self, host: str, port: int) -> Any:
+        import paramiko
+
+        try:
+            return self.transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.connect_timeout
+            )
+        except (paramiko.SSHException, OSError) as exc:
+            raise UnavailableError(
+                f"jump host {self.spec.alias} cannot reach {host} port {port}: {exc}"
+            ) from exc
+
+    def _handshake(self, sock: Any) -> paramiko.Transport:
+        import paramiko
+
+        spec = self.spec
+        host_keys = self._load_host_keys()
+        known: dict[str, Any] = dict(host_keys.lookup(spec.known_hosts_name) or {})
+        transport = paramiko.Transport(
+            sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
+        )
+        # paramiko's own rekey after 512 MiB can stall channel opens (paramiko issue 822);
+        # OpenSSH servers rekey on their own schedule (RekeyLimit 1-4 GiB), so let them lead.
+        transport.packetizer.REKEY_BYTES = transport.packetizer.REKEY_PACKETS = CLIENT_REKEY_LIMIT
+        options = transport.get_security_options()
+        options.ciphers = tuple(
+            [c for c in FAST_CIPHERS if c in options.ciphers]
+            + [c for c in options.ciphers if c not in FAST_CIPHERS]
+        )
+        if known:
+            preferred = [t for t in _key_types_for(set(known.keys())) if t in options.key_types]
+            options.key_types = tuple(
+                preferred + [t for t in options.key_types if t not in preferred]
+            )
+        try:
+            transport.start_client(timeout=self.connect_timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise UnavailableError(
+                f"SSH handshake with {spec.hostname} port {spec.port} failed:"
+                f" {exc or type(exc).__name__}"
+            ) from exc
+        try:
+            self._verify_host_key(transport.get_remote_server_key(), host_keys)
+            self._authenticate(transport)
+        except BaseException:
+            transport.close()
+            raise
+        if spec.server_alive_interval > 0:
+            transport.set_keepalive(spec.server_alive_interval)
+        return transport
+
+    # --- host keys --------------------------------------------------------------------
+
+    def _load_host_keys(self) -> paramiko.HostKeys:
+        import paramiko
+
+        keys = paramiko.HostKeys()
+        for path in self.spec.known_hosts_files:
+            if path.is_file():
+                try:
+                    keys.load(str(path))
+                except (OSError, paramiko.SSHException) as exc:
+                    log.warning("cannot read known_hosts file %s: %s", path, exc)
+        return keys
+
+    def _verify_host_key(self, key: paramiko.PKey, host_keys: paramiko.HostKeys) -> None:
+        spec = self.spec
+        name = spec.known_hosts_name
+        self.host_key_fingerprint = f"{key.get_name()} {fingerprint(key)}"
+        known: dict[str, Any] = dict(host_keys.lookup(name) or {})
+        pinned = known.get(key.get_name())
+        if pinned is not None and pinned == key:
+            self.host_key_status = "pinned"
+            return
+        files = ", ".join(str(p) for p in spec.known_hosts_files)
+        if pinned is not None:
+            raise AuthError(
+                f"the host key of {name} has CHANGED: it now presents {self.host_key_fingerprint},"
+                f" which does not match {files}; refusing to connect (possible"
+                " man-in-the-middle attack)",
+                hint="if the host was really re-installed, remove its old line with"
+                f" `ssh-keygen -R '{name}' -f FILE` and confirm the new fingerprint out of band",
+            )
+        if not self.accept_new_host_key:
+            raise AuthError(
+                f"the host key of {name} is unknown ({self.host_key_fingerprint}); not in {files}",
+                hint="confirm the fingerprint with the host's admin, then run again with"
+                " --accept-new-host-key to record it",
+            )
+        self._record_host_key(name, key)
+        self.host_key_status = "recorded now"
+
+    def _record_host_key(self, name: str, key: paramiko.PKey) -> None:
+        path = self.spec.known_hosts_files[0]
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        line = f"{name} {key.get_name()} {key.get_base64()}\n"
+        with open(path, "a", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(line)
+        log.warning(
+            "recorded the new host key of %s (%s) in %s", name, self.host_key_fingerprint, path
+        )
+
+    # --- authentication ---------------------------------------------------------------
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        import paramiko
+
+        user = self.spec.user
+        tried: list[str] = []
+        for label, key in self._candidate_keys(tried):
+            try:
+                transport.auth_publickey(user, key)
+            except paramiko.BadAuthenticationType as exc:
+                raise AuthError(
+                    f"{self.spec.hostname} does not accept public keys for {user}"
+                    f" (it allows: {', '.join(exc.allowed_types)})"
+                ) from exc
+            except paramiko.AuthenticationException:
+                tried.append(f"{label} (refused)")
+                continue
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise UnavailableError(f"connection lost during authentication: {exc}") from exc
+            if transport.is_authenticated():
+                log.debug("authenticated as %s with %s", user, label)
+                return
+        raise AuthError(
+            f"authentication as {user} on {self.spec.hostname} failed; tried: "
+            + ("; ".join(tried) or "no keys (no agent, no identity file found)"),
+            hint="check IdentityFile and the remote authorized_keys; load passphrase-protected"
+            " keys into ssh-agent",
+        )
+
+    def _candidate_keys(self, tried: list[str]) -> Iterator[tuple[str, paramiko.PKey]]:
+        import paramiko
+
+        if os.environ.get("SSH_AUTH_SOCK"):
+            try:
+                agent_keys = paramiko.Agent().get_keys()
+            except paramiko.SSHException as exc:
+                log.warning("cannot use ssh-agent: %s", exc)
+                agent_keys = ()
+            for key in agent_keys:
+                yield f"agent key {fingerprint(key)}", key
+        for path in self.spec.identity_files:
+            if not path.is_file():
+                continue
+            file_key = self._load_key(path, tried)
+            if file_key is not None:
+                yield f"key file {path}", file_key
+
+    def _load_key(self, path: Path, tried: list[str]) -> Optional[paramiko.PKey]:
+        import paramiko
+
+        try:
+            return paramiko.PKey.from_path(str(path))
+        # cryptography reports an encrypted OpenSSH-format key as a TypeError
+        except (paramiko.PasswordRequiredException, TypeError):
+            if not self.interactive:
+                tried.append(f"{path} (needs a passphrase; not asking without a terminal)")
+                return None
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            tried.append(f"{path} (unreadable: {exc})")
+            return None
+        passphrase = getpass.getpass(f"Passphrase for {path}: ")
+        try:
+            return paramiko.PKey.from_path(str(path), password=passphrase)
+        except (paramiko.SSHException, ValueError, TypeError) as exc:
+            tried.append(f"{path} (wrong passphrase: {exc})")
+            return None
+
+    # --- channels ---------------------------------------------------------------------
+
+    def _open(self, command: str) -> paramiko.Channel:
+        import paramiko
+
+        try:
+            channel = self.transport.open_session(timeout=self.connect_timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+        return channel
+
+    def _finish(self, channel: paramiko.Channel, stdout: bytes) -> ExecResult:
+        stderr = bytearray()
+        while True:
+            chunk = channel.recv_stderr(CHUNK)
+            if not chunk:
+                break
+            stderr += chunk
+        status = channel.recv_exit_status()
+        channel.close()
+        if status == -1:
+            raise ConnectionLost(f"connection to {self.spec.alias} lost before the command ended")
+        return ExecResult(status, stdout, bytes(stderr))
+
+    def _read_all(self, channel: paramiko.Channel) -> bytes:
+        out = bytearray()
+        try:
+            while True:
+                chunk = channel.recv(CHUNK)
+                if not chunk:
+                    return bytes(out)
+                out += chunk
+        except (OSError, EOFError) as exc:
+            raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+
+    def execute(self, command: str, *, timeout: float = 120.0) -> ExecResult:
+        channel = self._open(command)
+        channel.settimeout(timeout)
+        channel.shutdown_write()
+        return self._finish(channel, self._read_all(channel))
+
+    def upload(
+        self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
+    ) -> ExecResult:
+        """Send `blocks` as the command's stdin, then wait for it to end."""
+        channel = self._open(command)
+        try:
+            for block in blocks:
+                channel.sendall(block)
+                advance(len(block))
+            channel.shutdown_write()
+        except (OSError, EOFError) as exc:
+            raise ConnectionLost(
+                f"connection to {self.spec.alias} lost during upload: {exc}"
+            ) from exc
+        return self._finish(channel, self._read_all(channel))
+
+    def fetch(self, command: str, unpack: Callable[[BinaryIO], bool]) -> ExecResult:
+        """Hand the command's stdout to `unpack`; its answer (remove or keep) goes back on stdin."""
+        channel = self._open(command)
+        try:
+            remove = unpack(_ChannelReader(channel))  # type: ignore[arg-type]
+        except Exception as exc:
+            channel.close()
+            if not self.transport.is_active():
+                raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+            raise
+        with contextlib.suppress(OSError, EOFError):
+            channel.sendall(b"remove\n" if remove else b"keep\n")
+            channel.shutdown_write()
+        return self._finish(channel, self._read_all(channel))
+
+    def watch(self, command: str, on_output: Callable[[bytes], None]) -> ExecResult:
+        """Run `command`, passing its stderr to `on_output` as it comes; probe a silent link."""
+        import paramiko
+
+        channel = self._open(command)
+        channel.shutdown_write()
+        interval = self.spec.server_alive_interval or 30
+        channel.settimeout(interval)
+        last = b""
+        while True:
+            try:
+                chunk = channel.recv_stderr(CHUNK)
+            except socket.timeout:
+                self._probe(interval * max(1, self.spec.server_alive_count_max))
+                continue
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+            if not chunk:
+                break
+            last = (last + chunk)[-STDERR_TAIL:]
+            on_output(bytes(chunk))
+        result = self._finish(channel, self._read_all(channel))
+        return dataclasses.replace(result, stderr=last + result.stderr)
+
+    def _probe(self, timeout: float) -> None:
+        """Open and close a channel: the server must answer within `timeout` seconds."""
+        import paramiko
+
+        try:
+            probe = self.transport.open_session(timeout=timeout)
+            probe.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise ConnectionLost(
+                f"no answer from {self.spec.alias} for {timeout:.0f} s: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.transport.close()
+        self._close_helpers()
+
+    def _close_helpers(self) -> None:
+        for hop in reversed(self._hops):
+            hop.close()
+        if self._proxy is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proxy.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proxy.wait(timeout=5)
+
+
+def connect(
+    spec: HostSpec,
+    *,
+    resolve: Callable[[str], HostSpec],
+    connect_timeout: float,
+    accept_new_host_key: bool = False,
+) -> SshConnection:
+    return SshConnection(
+        spec,
+        resolve=resolve,
+        connect_timeout=connect_timeout,
+        accept_new_host_key=accept_new_host_key,
+    )

@@ -1,0 +1,86 @@
+"""`mint-ssh gate`: the authorized_keys forced command that admits only `mint-ssh run`'s requests.
+
+    command="mint-ssh gate --allow ~/bin/solve.sh",restrict ssh-ed25519 AAAA... mint
+
+OpenSSH runs the gate for every exec and subsystem request of that key and
+puts the client's request in SSH_ORIGINAL_COMMAND. The gate parses it against
+the fixed command set of `mint_ssh.protocol`; a match is run by /bin/sh
+exactly as sent (it is identical to the canonical form), anything else is
+refused (exit 77) and logged to stderr, to --log-file and to syslog.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable, Optional
+
+from mint_common.errors import AuthError
+from mint_ssh import protocol
+
+log = logging.getLogger("mint_ssh.gate")
+SYSLOG_SOCKET = "/dev/log"
+
+
+def attach_syslog() -> None:
+    """Also send the gate's decisions to the local syslog, when there is one."""
+    if not Path(SYSLOG_SOCKET).exists():
+        return
+    try:
+        handler = logging.handlers.SysLogHandler(
+            address=SYSLOG_SOCKET, facility=logging.handlers.SysLogHandler.LOG_AUTH
+        )
+    except OSError:
+        return
+    handler.setFormatter(logging.Formatter("mint-ssh-gate[%(process)d]: %(message)s"))
+    handler.setLevel(logging.INFO)
+    log.addHandler(handler)
+
+
+def quiet_console() -> None:
+    """Keep "allowed" lines off stderr: there they would mix into the command's own output."""
+    for handler in logging.getLogger().handlers:
+        if type(handler) is logging.StreamHandler or not isinstance(handler, logging.FileHandler):
+            handler.setLevel(max(handler.level, logging.WARNING))
+
+
+def make_policy(bases: Sequence[str], allowed: Sequence[str]) -> protocol.GatePolicy:
+    return protocol.GatePolicy(
+        bases=tuple(str(Path(b)) for b in bases),
+        allowed=tuple(allowed),
+        home=os.path.expanduser("~"),
+    )
+
+
+def decide(original: Optional[str], policy: protocol.GatePolicy) -> protocol.Operation:
+    """The operation to let through, or AuthError (77) after logging the refusal."""
+    client = os.environ.get("SSH_CLIENT", "unknown client").split(" ")[0]
+    if original is None:
+        log.warning("refused from %s: SSH_ORIGINAL_COMMAND is not set", client)
+        raise AuthError(
+            "refused: no SSH_ORIGINAL_COMMAND (the gate must run as an authorized_keys"
+            ' command="..." forced command)'
+        )
+    try:
+        op = protocol.parse(original, policy)
+    except protocol.RefusedCommand as exc:
+        log.warning("refused from %s: %s: %r", client, exc, original[:500])
+        raise AuthError(f"refused by the mint-ssh gate: {exc}") from exc
+    log.info("allowed %s from %s: %s", op.kind, client, original[:500])
+    return op
+
+
+def run_gate(
+    original: Optional[str],
+    policy: protocol.GatePolicy,
+    execute: Callable[[str, list[str]], object] = os.execv,
+) -> None:
+    """Decide, then replace this process with `/bin/sh -c <the command>`."""
+    decide(original, policy)
+    assert original is not None
+    for handler in log.handlers:
+        handler.flush()
+    execute("/bin/sh", ["/bin/sh", "-c", original])

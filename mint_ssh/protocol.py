@@ -1,0 +1,368 @@
+"""The fixed set of remote commands `mint-ssh run` sends, and their parser for `mint-ssh gate`.
+
+Every remote operation is one exec request whose command line is built here
+from a template and shell-quoted parameters. Without a gate the remote login
+shell runs it; with the gate, `parse()` must recognise it: the command is split,
+matched against a template, the parameters are checked against the gate's
+policy (work base, allowed programs), and the command is rebuilt from them.
+Only a command identical to its rebuilt form passes, so quoting tricks and
+appended shell syntax cannot slip through.
+
+Layout of a run's working directory `<base>/<32 hex digits>`:
+  inputs and results          (downloaded at the end)
+  .mint-ssh/output            stdout+stderr of the command (streamed to the caller)
+  .mint-ssh/status            its exit status, written when it ends
+  .mint-ssh/pid               its process id (also the process group id)
+  .mint-ssh/started           made by the one request that starts it
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shlex
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Callable, Optional
+
+CONTROL_DIR = ".mint-ssh"
+OUTPUT_FILE = f"{CONTROL_DIR}/output"
+STATUS_FILE = f"{CONTROL_DIR}/status"
+PID_FILE = f"{CONTROL_DIR}/pid"
+STARTED_MARK = f"{CONTROL_DIR}/started"
+PART_SUFFIX = ".part"
+RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+TAIL_SLEEP = "0.05"  # how often tail checks whether the job is still alive
+
+_q = shlex.quote
+
+
+class RefusedCommand(ValueError):
+    """The command is not one `mint-ssh run` sends, or its parameters break the policy."""
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadItem:
+    """One file of an upload request: its name in the working dir, its size, its sha256 (or "")."""
+
+    name: str
+    size: int
+    sha256: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """A parsed remote command: its kind and its parameters."""
+
+    kind: str
+    workdir: str = ""
+    name: str = ""
+    argv: tuple[str, ...] = ()
+    offset: int = 0
+    files: tuple[UploadItem, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+
+def workdir_path(base: str, run_id: str) -> str:
+    return str(PurePosixPath(base) / run_id)
+
+
+# --- builders (used by `run`) -------------------------------------------------------------
+
+
+def _program(program: str) -> str:
+    """Quote a program path, leaving a leading `~/` for the remote shell to expand."""
+    if program.startswith("~/") and len(program) > 2:
+        return "~/" + _q(program[2:])
+    return _q(program)
+
+
+def _mkdirs(workdir: str) -> str:
+    return f"mkdir -p -m 700 -- {_q(workdir)} {_q(workdir + '/' + CONTROL_DIR)}"
+
+
+def make_workdir(workdir: str) -> str:
+    """Create a working dir (0700) with its control dir; print the remote home (the cwd)."""
+    return f"mkdir -m 700 -- {_q(workdir)} {_q(workdir + '/' + CONTROL_DIR)} && pwd"
+
+
+def _upload_one(workdir: str, item: UploadItem) -> str:
+    part = _q(f"{workdir}/{item.name}{PART_SUFFIX}")
+    # $(...) stays outside double quotes so that the gate's shlex reads it as the shell does.
+    checks = f"test $(wc -c < {part}) -eq {int(item.size)}"
+    if item.sha256:
+        checks += f" && sha256sum < {part} | grep -q -x -- {_q(item.sha256 + '  -')}"
+    return (
+        f"head -c {int(item.size)} > {part} && {checks}"
+        f" && mv -f -- {part} {_q(f'{workdir}/{item.name}')}"
+    )
+
+
+def upload(workdir: str, files: Sequence[UploadItem]) -> str:
+    """Create the working dir if needed; then for each file in turn, copy its `size` bytes from
+    stdin (the files back to back) into `<name>.part`, check it and rename it into place.
+
+    GNU `head -c` reads no more than it was asked for, so one request carries many files.
+    """
+    return " && ".join([_mkdirs(workdir), *(_upload_one(workdir, item) for item in files)])
+
+
+def job_script(argv: Sequence[str]) -> str:
+    command = " ".join([_program(argv[0]), *(_q(a) for a in argv[1:])])
+    return (
+        f"{command} >> {OUTPUT_FILE} 2>&1 < /dev/null;"
+        f" echo $? > {STATUS_FILE}.part; mv -f {STATUS_FILE}.part {STATUS_FILE}"
+    )
+
+
+def start(workdir: str, argv: Sequence[str], offset: int = 0) -> str:
+    """Start the command detached (own session, no terminal) unless it was started already,
+    then follow it: its output on stderr from byte `offset`, its exit status on stdout at the end.
+
+    Sending it again after a dropped connection is safe: `mkdir started` lets only one start.
+    """
+    return (
+        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE}"
+        f" && if mkdir {STARTED_MARK} 2> /dev/null; then setsid nohup sh -c {_q(job_script(argv))}"
+        f" < /dev/null > /dev/null 2>&1 & echo $! > {PID_FILE}; fi;"
+        f" tail -c +{int(offset) + 1} -s {TAIL_SLEEP}"
+        f' --pid="$(cat -- {PID_FILE})" -f -- {OUTPUT_FILE} >&2;'
+        f" cat -- {STATUS_FILE} 2> /dev/null; true"
+    )
+
+
+def kill(workdir: str) -> str:
+    """Terminate the job's process group (the pid written by the job itself)."""
+    return f'kill -TERM -- -"$(cat -- {_q(workdir + "/" + PID_FILE)})"'
+
+
+def fetch(workdir: str, patterns: Sequence[str] = ()) -> str:
+    """A tar stream of the working dir (all of it, or entries matching `patterns`), then wait
+    for the caller's verdict on stdin: `remove` deletes the dir (and says so on stderr)."""
+    verdict = (
+        f'read -r reply && test "$reply" = remove && rm -rf -- {_q(workdir)} && echo removed >&2'
+    )
+    if not patterns:
+        return f"tar -c -f - -C {_q(workdir)} --exclude=./{CONTROL_DIR} -- . && {verdict}"
+    tests = " -o ".join(f"-path {_q('./' + p)} -o -path {_q('./' + p + '/*')}" for p in patterns)
+    return (
+        f"cd -- {_q(workdir)} && find . -mindepth 1 ! -path ./{CONTROL_DIR}"
+        f" ! -path './{CONTROL_DIR}/*' '(' {tests} ')' -print0"
+        f" | tar -c -f - --null --no-recursion -T - && {verdict}"
+    )
+
+
+def remove(workdir: str) -> str:
+    return f"rm -rf -- {_q(workdir)}"
+
+
+def free_space(base: str) -> str:
+    return f"df -Pk -- {_q(base)}"
+
+
+def is_executable(program: str) -> str:
+    return f"test -x {_program(program)}"
+
+
+def noop() -> str:
+    return "true"
+
+
+# --- parser (used by `gate`) --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GatePolicy:
+    """What the gate lets through: work dirs under `bases`, and `allowed` programs."""
+
+    bases: tuple[str, ...]
+    allowed: tuple[str, ...]
+    home: str = "/"
+
+    def expand(self, program: str) -> str:
+        if program == "~" or program.startswith("~/"):
+            return self.home.rstrip("/") + program[1:]
+        return program
+
+    def program_allowed(self, program: str) -> bool:
+        return self.expand(program) in {self.expand(p) for p in self.allowed}
+
+
+def _check_workdir(path: str, policy: GatePolicy) -> str:
+    pure = PurePosixPath(path)
+    if not pure.is_absolute() or str(pure) != path:
+        raise RefusedCommand(f"working dir {path!r} is not a normalised absolute path")
+    if not RUN_ID_PATTERN.match(pure.name):
+        raise RefusedCommand(f"working dir {path!r} is not <base>/<run id>")
+    if str(pure.parent) not in {str(PurePosixPath(b)) for b in policy.bases}:
+        raise RefusedCommand(f"working dir {path!r} is outside the work base(s) {policy.bases}")
+    return path
+
+
+def _check_name(name: str) -> str:
+    pure = PurePosixPath(name)
+    if (
+        not name
+        or pure.is_absolute()
+        or ".." in pure.parts
+        or pure.parts[:1] == (CONTROL_DIR,)
+        or str(pure) != name
+        or any(ord(c) < 0x20 for c in name)
+    ):
+        raise RefusedCommand(f"file name {name!r} is not a plain relative name")
+    return name
+
+
+def _split_path(path: str, policy: GatePolicy, suffix: str = "") -> tuple[str, str]:
+    """`<workdir>/<name><suffix>` -> (workdir, name), both checked."""
+    if not path.endswith(suffix):
+        raise RefusedCommand(f"{path!r} does not end in {suffix!r}")
+    stem = path[: len(path) - len(suffix)] if suffix else path
+    parts = PurePosixPath(stem).parts
+    if len(parts) < 3:
+        raise RefusedCommand(f"{path!r} is not inside a working dir")
+    for cut in range(2, len(parts)):
+        candidate = str(PurePosixPath(*parts[:cut]))
+        if RUN_ID_PATTERN.match(parts[cut - 1]):
+            workdir = _check_workdir(candidate, policy)
+            if cut != len(parts) - 1:
+                raise RefusedCommand(f"{path!r} is not directly inside a working dir")
+            return workdir, _check_name(parts[cut])
+    raise RefusedCommand(f"{path!r} is not inside a working dir")
+
+
+def _tokens(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError as exc:
+        raise RefusedCommand(f"cannot parse the command: {exc}") from exc
+
+
+def _parse_job(script: str, policy: GatePolicy) -> tuple[str, ...]:
+    head = ""
+    tail = job_script(["X"])[1:]
+    if not (script.startswith(head) and script.endswith(tail)):
+        raise RefusedCommand("the job script is not the one mint-ssh run writes")
+    argv = tuple(_tokens(script[len(head) : len(script) - len(tail)]))
+    if not argv:
+        raise RefusedCommand("empty command")
+    _check_program(argv[0], policy)
+    return argv
+
+
+def _check_base(path: str, policy: GatePolicy) -> str:
+    if path not in policy.bases:
+        raise RefusedCommand(f"{path!r} is not a work base")
+    return path
+
+
+def _check_program(program: str, policy: GatePolicy) -> str:
+    if not policy.program_allowed(program):
+        raise RefusedCommand(f"program {program!r} is not in the allowed list")
+    return program
+
+
+def _strip_suffix(path: str, suffix: str) -> str:
+    if not path.endswith("/" + suffix):
+        raise RefusedCommand(f"{path!r} is not a run's {suffix}")
+    return path[: -len(suffix) - 1]
+
+
+def _inner_path(token: str, prefix: str) -> str:
+    """The path in `<prefix>$(cat -- PATH)`."""
+    if not (token.startswith(prefix + "$(") and token.endswith(")")):
+        raise RefusedCommand(f"unexpected {token!r}")
+    words = _tokens(token[len(prefix) + 2 : -1])
+    if words[:2] != ["cat", "--"] or len(words) != 3:
+        raise RefusedCommand(f"unexpected {token!r}")
+    return words[2]
+
+
+def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
+    if t[1] == "-m":
+        return Operation("make_workdir", workdir=_check_workdir(t[4], policy))
+    workdir = _check_workdir(t[5], policy)
+    if t[8] == "cd":
+        offset = int(t[t.index("tail") + 2].lstrip("+")) - 1
+        argv = _parse_job(t[t.index("-c") + 1], policy)
+        return Operation("start", workdir=workdir, argv=argv, offset=offset)
+    heads = [i for i, word in enumerate(t) if word == "head"]
+    if not heads:
+        raise RefusedCommand("the command does not match any mint-ssh operation")
+    files = []
+    for start, end in zip(heads, [*heads[1:], len(t)]):
+        part_workdir, name = _split_path(t[start + 4], policy, PART_SUFFIX)
+        if part_workdir != workdir:
+            raise RefusedCommand("the upload names two different working dirs")
+        segment = t[start:end]
+        sha256 = segment[segment.index("-x") + 2][: -len("  -")] if "sha256sum" in segment else ""
+        size = int(t[start + 2])
+        if size < 0:
+            raise RefusedCommand(f"negative size {size} for {name!r}")
+        files.append(UploadItem(name, size, sha256))
+    return Operation("upload", workdir=workdir, files=tuple(files))
+
+
+def _parse_kill(t: list[str], policy: GatePolicy) -> Operation:
+    return Operation(
+        "kill", workdir=_check_workdir(_strip_suffix(_inner_path(t[3], "-"), PID_FILE), policy)
+    )
+
+
+def _parse_fetch_some(t: list[str], policy: GatePolicy) -> Operation:
+    workdir = _check_workdir(t[2], policy)
+    tests = t[t.index("(") + 1 : t.index(")")]
+    patterns = tuple(tests[i][2:] for i in range(1, len(tests), 6))
+    for pattern in patterns:
+        if not pattern or pattern.startswith("/"):
+            raise RefusedCommand(f"pattern {pattern!r} is not relative")
+    return Operation("fetch", workdir=workdir, patterns=patterns)
+
+
+def _parse_by_shape(tokens: list[str], policy: GatePolicy) -> Optional[Operation]:
+    head = tokens[0] if tokens else ""
+    parsers: dict[str, Callable[[list[str], GatePolicy], Operation]] = {
+        "mkdir": _parse_mkdir,
+        "kill": _parse_kill,
+        "tar": lambda t, p: Operation("fetch", workdir=_check_workdir(t[5], p)),
+        "cd": _parse_fetch_some,
+        "rm": lambda t, p: Operation("remove", workdir=_check_workdir(t[3], p)),
+        "df": lambda t, p: Operation("free_space", workdir=_check_base(t[3], p)),
+        "test": lambda t, p: Operation("is_executable", name=_check_program(t[2], p)),
+        "true": lambda t, p: Operation("noop"),
+    }
+    parser = parsers.get(head)
+    return parser(tokens, policy) if parser else None
+
+
+def rebuild(op: Operation) -> str:
+    """The exact command line `run` sends for `op`."""
+    builders: dict[str, Callable[[Operation], str]] = {
+        "make_workdir": lambda o: make_workdir(o.workdir),
+        "upload": lambda o: upload(o.workdir, o.files),
+        "start": lambda o: start(o.workdir, o.argv, o.offset),
+        "kill": lambda o: kill(o.workdir),
+        "fetch": lambda o: fetch(o.workdir, o.patterns),
+        "remove": lambda o: remove(o.workdir),
+        "free_space": lambda o: free_space(o.workdir),
+        "is_executable": lambda o: is_executable(o.name),
+        "noop": lambda o: noop(),
+    }
+    return builders[op.kind](op)
+
+
+def parse(command: str, policy: GatePolicy) -> Operation:
+    """The operation `command` performs, or RefusedCommand saying why it is not allowed."""
+    if not command.strip():
+        raise RefusedCommand("an interactive session was requested (no command)")
+    if "\n" in command or "\0" in command:
+        raise RefusedCommand("the command contains a newline or NUL")
+    try:
+        op = _parse_by_shape(_tokens(command), policy)
+    except (IndexError, ValueError) as exc:
+        if isinstance(exc, RefusedCommand):
+            raise
+        raise RefusedCommand("the command does not match any mint-ssh operation") from exc
+    if op is None or rebuild(op) != command:
+        raise RefusedCommand("the command does not match any mint-ssh operation")
+    return op

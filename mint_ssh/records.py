@@ -1,0 +1,83 @@
+"""Local run records: one JSON file per run, replaced atomically, so `resume` can reattach."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from mint_common.errors import InputError, NoInputError
+from mint_common.files import JsonState
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+STATES = ("uploading", "running", "downloading", "done", "failed")
+
+
+@dataclasses.dataclass
+class RunRecord:
+    run_id: str
+    host: str
+    command: list[str]
+    dest: str
+    workdir: str = ""
+    inputs: list[str] = dataclasses.field(default_factory=list)
+    get: list[str] = dataclasses.field(default_factory=list)
+    keep: bool = False
+    state: str = "uploading"
+    pid: Optional[int] = None
+    exit_status: Optional[int] = None
+    output_offset: int = 0
+    message: str = ""
+    created_at: float = dataclasses.field(default_factory=time.time)
+    updated_at: float = dataclasses.field(default_factory=time.time)
+
+    @classmethod
+    def from_json(cls, data: Any, source: Path) -> RunRecord:
+        if not isinstance(data, dict):
+            raise InputError(f"run record {source} is not a JSON object; it was left as it is")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            record = cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise InputError(f"run record {source} is incomplete: {exc}") from exc
+        if record.state not in STATES:
+            raise InputError(f"run record {source} has an unknown state {record.state!r}")
+        return record
+
+
+class RunStore:
+    """`<runs_dir>/<run id>.json` and a lock file per run."""
+
+    def __init__(self, runs_dir: Path) -> None:
+        self.runs_dir = runs_dir
+
+    def path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.json"
+
+    def lock_path(self, run_id: str) -> Path:
+        return self.runs_dir / f"{run_id}.lock"
+
+    def save(self, record: RunRecord) -> None:
+        record.updated_at = time.time()
+        self.runs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        JsonState(self.path(record.run_id)).save(dataclasses.asdict(record))
+
+    def load(self, run_id: str) -> RunRecord:
+        if not RUN_ID.match(run_id):
+            raise InputError(f"{run_id!r} is not a run id (32 hex digits; see `mint-ssh runs`)")
+        path = self.path(run_id)
+        data = JsonState(path).load(default=None)
+        if data is None:
+            raise NoInputError(f"no run record {path}", hint="`mint-ssh runs` lists the runs")
+        return RunRecord.from_json(data, path)
+
+    def all(self) -> list[RunRecord]:
+        if not self.runs_dir.is_dir():
+            return []
+        records = []
+        for path in sorted(self.runs_dir.glob("*.json")):
+            if RUN_ID.match(path.stem):
+                records.append(RunRecord.from_json(JsonState(path).load(default={}), path))
+        return sorted(records, key=lambda r: r.created_at)

@@ -1,0 +1,348 @@
+"""`mint-ssh run` and `resume`: push inputs, run detached, follow, pull results, clean up."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO, Callable, Optional, TypeVar
+
+from mint_common.errors import (
+    CantCreateError,
+    InputError,
+    JobFailed,
+    NoInputError,
+    UnavailableError,
+)
+from mint_common.files import SingleInstanceLock
+from mint_ssh import protocol
+from mint_ssh.config import SshToolConfig
+from mint_ssh.connection import ConnectionLost, RemoteHost, refused_by_gate
+from mint_ssh.hosts import HostSpec
+from mint_ssh.records import RunRecord, RunStore
+from mint_ssh.transfer import DownloadReport, extract_stream, upload_files
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+OFFSET_SAVE_INTERVAL = 2.0
+STABLE_CONNECTION = 60.0
+
+Connector = Callable[[HostSpec], RemoteHost]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunRequest:
+    host: str
+    command: tuple[str, ...]
+    inputs: tuple[Path, ...] = ()
+    get: tuple[str, ...] = ()
+    dest: Path = Path()
+    keep: bool = False
+    timeout: Optional[float] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutcome:
+    record: RunRecord
+    downloaded: DownloadReport
+    kept_remote: bool
+
+    @property
+    def exit_status(self) -> int:
+        return self.record.exit_status if self.record.exit_status is not None else -1
+
+
+def check_inputs(inputs: Sequence[Path], dest: Path) -> None:
+    """Refuse missing inputs, duplicate names and an unusable --dest before connecting."""
+    seen: dict[str, Path] = {}
+    for path in inputs:
+        if not path.is_file():
+            raise NoInputError(f"input file {path} does not exist or is not a regular file")
+        if not os.access(path, os.R_OK):
+            raise NoInputError(f"input file {path} is not readable")
+        if path.name in seen:
+            raise InputError(
+                f"two inputs have the same name {path.name!r}: {seen[path.name]} and {path}"
+            )
+        seen[path.name] = path
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CantCreateError(f"cannot create the destination {dest}: {exc.strerror}") from exc
+    if not os.access(dest, os.W_OK):
+        raise CantCreateError(f"the destination {dest} is not writable")
+
+
+class RemoteRun:
+    """One run against one host: keeps the connection and reconnects under the retry policy."""
+
+    def __init__(
+        self, spec: HostSpec, cfg: SshToolConfig, store: RunStore, connector: Connector
+    ) -> None:
+        self.spec = spec
+        self.cfg = cfg
+        self.store = store
+        self.connector = connector
+        self.host: Optional[RemoteHost] = None
+        self._last_offset_save = 0.0
+
+    # --- connection handling ----------------------------------------------------------
+
+    def connect(self) -> RemoteHost:
+        self.close()
+        self.host = self.cfg.retry.call(
+            self.connector, self.spec, what=f"connect to {self.spec.alias}"
+        )
+        return self.host
+
+    def close(self) -> None:
+        if self.host is not None:
+            self.host.close()
+            self.host = None
+
+    def with_reconnect(self, step: str, operation: Callable[[RemoteHost], T]) -> T:
+        """Run `operation`; when the connection drops, reconnect (retry policy) and run it again."""
+        losses = 0
+        while True:
+            host = self.host or self.connect()
+            began = time.monotonic()
+            try:
+                return operation(host)
+            except ConnectionLost as exc:
+                # A connection that held for a while made progress: count only drops in a row.
+                losses = 1 if time.monotonic() - began > STABLE_CONNECTION else losses + 1
+                self.close()
+                if losses >= self.cfg.retry.max_attempts:
+                    raise UnavailableError(
+                        f"{step}: the connection dropped {losses} times in a row; last: {exc}"
+                    ) from exc
+                log.warning("%s: %s; reconnecting", step, exc)
+
+    # --- the steps --------------------------------------------------------------------
+
+    def upload(self, record: RunRecord, request: RunRequest) -> None:
+        """Upload the inputs back to back in one request; after a dropped connection all of
+        them are sent again (uploads are idempotent)."""
+        log.info("remote working dir %s:%s", self.spec.alias, record.workdir)
+        self.connect()
+        if not request.inputs:
+            return
+        self.with_reconnect(
+            "upload",
+            lambda host: upload_files(
+                host, record.workdir, request.inputs, verify_sha256=self.cfg.verify_sha256
+            ),
+        )
+
+    def start_and_wait(self, record: RunRecord, timeout: Optional[float]) -> int:
+        """Start the command detached (unless it was started before) and follow it on the same
+        channel, reconnecting as needed; its exit status."""
+        record.state = "running"
+        self.store.save(record)
+        command = record.command
+        log.info("following %s on %s (run %s)", command[0], self.spec.alias, record.run_id)
+        timer = _Timeout(timeout, lambda: self._kill(record))
+        try:
+            result = self.with_reconnect(
+                "following the remote command",
+                lambda h: h.watch(
+                    protocol.start(record.workdir, command, record.output_offset),
+                    lambda chunk: self._output(record, chunk),
+                ),
+            )
+        finally:
+            timer.cancel()
+        if result.status != 0:
+            refused_by_gate(result)
+            raise JobFailed(
+                f"could not start {command[0]} on {self.spec.alias}:"
+                f" {result.error_text() or result.status}"
+            )
+        return self._exit_status(record, result.text.strip(), timer.fired, timeout)
+
+    def _exit_status(
+        self, record: RunRecord, text: str, timed_out: bool, timeout: Optional[float]
+    ) -> int:
+        where = f"{self.spec.alias}:{record.workdir}"
+        if timed_out or not text.lstrip("-").isdigit():
+            record.state = "failed"
+            record.message = f"remote dir kept: {record.workdir}"
+            self.store.save(record)
+        if timed_out:
+            raise JobFailed(
+                f"the remote command ran longer than {timeout:g} s and was stopped;"
+                f" its files are kept in {where}"
+            )
+        if not text.lstrip("-").isdigit():
+            raise JobFailed(
+                "the remote command ended without writing an exit status (killed, or the host"
+                f" restarted); its files are kept in {where}"
+            )
+        return int(text)
+
+    def _output(self, record: RunRecord, chunk: bytes) -> None:
+        sys.stderr.buffer.write(chunk)
+        sys.stderr.buffer.flush()
+        record.output_offset += len(chunk)
+        now = time.monotonic()
+        if now - self._last_offset_save >= OFFSET_SAVE_INTERVAL:
+            self._last_offset_save = now
+            self.store.save(record)
+
+    def _kill(self, record: RunRecord) -> None:
+        log.warning("the remote command exceeded its time limit; stopping it")
+        host = self.host
+        if host is not None:
+            host.execute(protocol.kill(record.workdir))
+
+    def fetch_and_clean(self, record: RunRecord) -> tuple[DownloadReport, bool]:
+        """Download the results; remove the remote dir unless it must stay. (report, kept)"""
+        dest = Path(record.dest)
+        record.state = "downloading"
+        self.store.save(record)
+        failed = record.exit_status != 0
+        outcome: dict[str, DownloadReport] = {}
+
+        def unpack(stream: BinaryIO) -> bool:
+            report = extract_stream(stream, dest)
+            outcome["report"] = report
+            return not (record.keep or failed or report.refused)
+
+        result = self.with_reconnect(
+            "download", lambda h: h.fetch(protocol.fetch(record.workdir, record.get), unpack)
+        )
+        report = outcome["report"]
+        removed = "removed" in result.error_text().splitlines()
+        if not removed:
+            log.warning(
+                "kept the remote working dir %s:%s (%s)",
+                self.spec.alias,
+                record.workdir,
+                _kept_reason(record, report, result.error_text() or str(result.status)),
+            )
+        if record.get and report.files == 0:
+            log.warning("no remote file matched --get %s", " ".join(record.get))
+        log.info("downloaded %d file(s), %d bytes into %s", report.files, report.bytes, dest)
+        record.state = "failed" if failed else "done"
+        record.message = "remote dir removed" if removed else f"remote dir kept: {record.workdir}"
+        self.store.save(record)
+        return report, not removed
+
+
+def _kept_reason(record: RunRecord, report: DownloadReport, remote_error: str) -> str:
+    if record.keep:
+        return "--keep"
+    if record.exit_status != 0:
+        return "the command failed"
+    if report.refused:
+        return "some names were refused"
+    return f"remote tar: {remote_error}"
+
+
+class _Timeout:
+    def __init__(self, seconds: Optional[float], action: Callable[[], None]) -> None:
+        self.fired = False
+        self._timer: Optional[threading.Timer] = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._fire, args=(action,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self, action: Callable[[], None]) -> None:
+        self.fired = True
+        try:
+            action()
+        except Exception as exc:
+            log.warning("could not stop the remote command: %s", exc)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def _finish(run: RemoteRun, record: RunRecord) -> RunOutcome:
+    log.info("the remote command exited with status %d", record.exit_status)
+    report, kept = run.fetch_and_clean(record)
+    return RunOutcome(record, report, kept)
+
+
+def run_job(
+    spec: HostSpec, cfg: SshToolConfig, request: RunRequest, connector: Connector
+) -> RunOutcome:
+    """The whole `mint-ssh run`."""
+    check_inputs(request.inputs, request.dest)
+    store = RunStore(cfg.runs_dir)
+    run_id = uuid.uuid4().hex
+    record = RunRecord(
+        run_id=run_id,
+        workdir=protocol.workdir_path(spec.workdir_base, run_id),
+        state="uploading",
+        host=request.host,
+        command=list(request.command),
+        dest=str(request.dest.resolve()),
+        inputs=[str(p) for p in request.inputs],
+        get=list(request.get),
+        keep=request.keep,
+    )
+    store.save(record)
+    log.info("run %s on %s", record.run_id, spec.describe())
+    run = RemoteRun(spec, cfg, store, connector)
+    with SingleInstanceLock(store.lock_path(record.run_id)):
+        try:
+            run.upload(record, request)
+            record.exit_status = run.start_and_wait(record, request.timeout)
+            return _finish(run, record)
+        except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
+            _explain_interrupted(record, exc)
+            raise
+        finally:
+            run.close()
+
+
+def resume_job(
+    run_id: str, spec_for: Callable[[str], HostSpec], cfg: SshToolConfig, connector: Connector
+) -> RunOutcome:
+    """Reattach to an earlier run, wait for it, fetch its results."""
+    store = RunStore(cfg.runs_dir)
+    record = store.load(run_id)
+    with SingleInstanceLock(store.lock_path(run_id)):
+        record = store.load(run_id)
+        if record.state in ("done", "failed"):
+            return RunOutcome(record, DownloadReport(), kept_remote="kept" in record.message)
+        if record.state == "uploading":
+            raise InputError(
+                f"run {run_id} stopped before its command started (state {record.state});"
+                " there is nothing to resume",
+                hint="start it again with `mint-ssh run`"
+                + (f"; its partial remote dir is {record.workdir}" if record.workdir else ""),
+            )
+        spec = spec_for(record.host)
+        log.info("resuming run %s on %s (state %s)", run_id, spec.describe(), record.state)
+        run = RemoteRun(spec, cfg, store, connector)
+        try:
+            if record.state == "running":
+                record.exit_status = run.start_and_wait(record, None)
+            return _finish(run, record)
+        except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
+            _explain_interrupted(record, exc)
+            raise
+        finally:
+            run.close()
+
+
+def _explain_interrupted(record: RunRecord, exc: BaseException) -> None:
+    if record.state in ("running", "downloading"):
+        log.error(
+            "lost the run %s (%s); the remote command keeps running in %s."
+            " Resume with: mint-ssh resume %s",
+            record.run_id,
+            exc or type(exc).__name__,
+            record.workdir,
+            record.run_id,
+        )

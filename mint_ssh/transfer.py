@@ -1,0 +1,172 @@
+"""Moving files: uploads into `.part` files, and unpacking the result tar stream safely."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from mint_common.errors import TransferError, UnsafePathError
+from mint_common.files import atomic_writer, safe_join
+from mint_common.progress import transfer_progress
+from mint_ssh import protocol
+from mint_ssh.connection import CHUNK, RemoteHost, refused_by_gate
+from mint_ssh.tarstream import TarStream
+
+log = logging.getLogger(__name__)
+# Linux limits one argument (the command `bash -c` gets) to 128 KiB; stay well below it.
+UPLOAD_COMMAND_LIMIT = 64 * 1024
+
+
+@dataclasses.dataclass
+class DownloadReport:
+    files: int = 0
+    bytes: int = 0
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    refused: list[str] = dataclasses.field(default_factory=list)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(CHUNK)
+            if not block:
+                return digest.hexdigest()
+            digest.update(block)
+
+
+def upload_files(
+    host: RemoteHost, workdir: str, paths: Sequence[Path], *, verify_sha256: bool
+) -> None:
+    """Stream the files back to back into their `.part` files in one request (or a few, for
+    many names); the remote side checks each size (and sha256) before renaming it into place,
+    so a broken upload never looks complete."""
+    items = [
+        protocol.UploadItem(
+            path.name, path.stat().st_size, file_sha256(path) if verify_sha256 else ""
+        )
+        for path in paths
+    ]
+    for batch in _batches(workdir, list(zip(paths, items))):
+        _upload_batch(host, workdir, batch)
+
+
+def _batches(
+    workdir: str, pairs: list[tuple[Path, protocol.UploadItem]]
+) -> Iterator[list[tuple[Path, protocol.UploadItem]]]:
+    batch: list[tuple[Path, protocol.UploadItem]] = []
+    for pair in pairs:
+        longer = protocol.upload(workdir, [item for _, item in [*batch, pair]])
+        if batch and len(longer) > UPLOAD_COMMAND_LIMIT:
+            yield batch
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield batch
+
+
+def _upload_batch(
+    host: RemoteHost, workdir: str, batch: list[tuple[Path, protocol.UploadItem]]
+) -> None:
+    items = [item for _, item in batch]
+    names = ", ".join(item.name for item in items)
+    label = items[0].name if len(items) == 1 else f"{len(items)} files"
+    with transfer_progress(f"upload {label}", sum(item.size for item in items)) as advance:
+        result = host.upload(protocol.upload(workdir, items), _file_blocks(batch), advance)
+    if result.status != 0:
+        refused_by_gate(result)
+        check = "size or sha256" if any(item.sha256 for item in items) else "size"
+        raise TransferError(
+            f"upload of {names} to {workdir} failed ({check} check on the remote side):"
+            f" {result.error_text() or f'exit status {result.status}'}"
+        )
+    for item in items:
+        log.info(
+            "uploaded %s (%d bytes%s)",
+            item.name,
+            item.size,
+            ", sha256 checked" if item.sha256 else "",
+        )
+
+
+def _file_blocks(batch: list[tuple[Path, protocol.UploadItem]]) -> Iterator[bytes]:
+    """The files of a batch back to back, each exactly the size announced in the command."""
+    for path, item in batch:
+        with open(path, "rb") as handle:
+            left = item.size
+            while left:
+                block = handle.read(min(CHUNK, left))
+                if not block:
+                    raise TransferError(f"{path} shrank while it was being uploaded")
+                left -= len(block)
+                yield block
+            if handle.read(1):
+                raise TransferError(f"{path} grew while it was being uploaded")
+
+
+def _member_name(member: tarfile.TarInfo) -> str:
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def extract_stream(stream: BinaryIO, dest: Path) -> DownloadReport:
+    """Unpack a tar stream into `dest`: regular files atomically, directories; nothing else."""
+    report = DownloadReport()
+    archive = TarStream(stream)
+    with transfer_progress("download", None) as advance:
+        for member in archive.members():
+            name = _member_name(member)
+            if not name or name == "." or name.split("/")[0] == protocol.CONTROL_DIR:
+                continue
+            try:
+                target = safe_join(dest, name)
+                if target.is_symlink():
+                    raise UnsafePathError(f"refusing to replace the symlink {target}")
+            except UnsafePathError as exc:
+                log.error("refused %r from the remote side: %s", member.name, exc)
+                report.refused.append(name)
+                continue
+            if member.isdir():
+                target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            elif member.isfile():
+                _write_member(archive, member, target, advance)
+                report.files += 1
+                report.bytes += member.size
+            else:
+                detail = f" -> {member.linkname}" if member.linkname else ""
+                log.warning(
+                    "skipped %s %s%s: only regular files are fetched", _kind(member), name, detail
+                )
+                report.skipped.append(name)
+    return report
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hard link"
+    return "special file"
+
+
+def _write_member(
+    archive: TarStream, member: tarfile.TarInfo, target: Path, advance: Callable[[int], None]
+) -> None:
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if target.exists() and not target.is_file():
+        raise UnsafePathError(f"refusing to replace {target}: it is not a regular file")
+    mode = (member.mode & 0o755) | 0o600
+    with atomic_writer(target, mode=mode) as out:
+
+        def write(piece: memoryview) -> None:
+            out.write(piece)
+            advance(len(piece))
+
+        archive.copy_data(write)

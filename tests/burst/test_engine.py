@@ -1,0 +1,337 @@
+"""The engine against EC2 (moto) and a scheduler double: crash and restart, orphans,
+boot timeout, a job that lands on a node while it is being removed, dry run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from mint_burst.config import BurstConfig, Ec2Settings
+from mint_burst.ec2 import Ec2Provider
+from mint_burst.engine import Engine
+from mint_burst.model import (
+    BOOTING,
+    DRAINING,
+    JOINED,
+    REQUESTED,
+    TERMINATING,
+    Host,
+    Job,
+    NodeState,
+    QueueStatus,
+)
+from mint_burst.policy import PolicySettings
+from mint_burst.provider import CLUSTER_TAG, NODE_TAG, LaunchRequest
+from mint_burst.state import FileStore
+from mint_common.errors import InputError, UnavailableError
+from tests.burst.conftest import Ec2World
+
+HOSTS = (Host("10.0.1.11", "c1"), Host("10.0.1.12", "c2"), Host("10.0.1.13", "c3"))
+
+
+@dataclass
+class QueueDouble:
+    """A scheduler that answers from fields the test sets (the Scheduler protocol)."""
+
+    pending: int = 0
+    running: dict[str, str] = field(default_factory=dict)
+    states: dict[str, NodeState] = field(default_factory=dict)
+    failing: bool = False
+    job_appears_on_leave: set[str] = field(default_factory=set)
+    calls: list[str] = field(default_factory=list)
+
+    def get_status(self) -> QueueStatus:
+        if self.failing:
+            raise UnavailableError(
+                "squeue exited with status 1: Unable to contact slurm controller"
+            )
+        jobs = [Job(f"p{i}", "pending", 1, reason="Resources") for i in range(self.pending)]
+        jobs += [Job(job, "running", 1, (node,)) for node, job in self.running.items()]
+        return QueueStatus("cloud", tuple(jobs), dict(self.states))
+
+    def join_cluster(self, node: str) -> None:
+        self.calls.append(f"join {node}")
+        self.states[node] = NodeState(node, "idle")
+
+    def leave_cluster(self, node: str, *, force: bool = False) -> bool:
+        self.calls.append(f"leave {node}")
+        if node in self.job_appears_on_leave:
+            self.running[node] = "late-job"
+        return force or node not in self.running
+
+    def node_jobs(self, node: str) -> list[str]:
+        return [self.running[node]] if node in self.running else []
+
+    def check_version(self) -> str:
+        return "double"
+
+
+class Crash(BaseException):
+    """Stands for the process dying (SIGKILL, power loss) at that point."""
+
+
+class CrashAfterLaunch:
+    """The real provider, but the process 'dies' right after EC2 accepted the launch."""
+
+    def __init__(self, provider: Ec2Provider) -> None:
+        self.provider = provider
+        self.backoffs: dict[str, float] = {}
+
+    def launch(self, request: LaunchRequest) -> str:
+        self.provider.launch(request)
+        raise Crash
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.provider, name)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def config(ec2_world: Ec2World, tmp_path: Path) -> BurstConfig:
+    return BurstConfig(
+        cluster=ec2_world.cluster,
+        image=ec2_world.ami,
+        state_file=tmp_path / "state.json",
+        ec2=Ec2Settings(subnets=[ec2_world.subnet], instance_types=["t3.micro"]),
+    )
+
+
+def make_engine(
+    config: BurstConfig,
+    world: Ec2World,
+    queue: QueueDouble,
+    clock: Clock,
+    provider: Optional[Any] = None,
+    **kwargs: Any,
+) -> Engine:
+    return Engine(
+        scheduler=queue,
+        provider=provider or Ec2Provider(config, client=world.client, clock=clock),
+        store=FileStore(config.state_file),
+        settings=PolicySettings(hosts=HOSTS, max_nodes=3, idle_timeout=600, boot_timeout=900),
+        user_data=lambda host: f"#!/bin/sh\n# {host.name}\n",
+        clock=clock,
+        **kwargs,
+    )
+
+
+def state_of(config: BurstConfig) -> dict[str, Any]:
+    return {n["name"]: n for n in json.loads(config.state_file.read_text())["nodes"]}
+
+
+def test_launches_in_parallel_and_records_each_instance(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=2), Clock()
+    report = make_engine(config, ec2_world, queue, clock).step()
+    assert sorted(report.done) == sorted(
+        f"launched {n['name']} as {n['instance_id']}" for n in state_of(config).values()
+    )
+    assert {n["phase"] for n in state_of(config).values()} == {BOOTING}
+    assert sorted(i["PrivateIpAddress"] for i in ec2_world.instances()) == [
+        "10.0.1.11",
+        "10.0.1.12",
+    ]
+    document = json.loads(config.state_file.read_text())
+    assert document["heartbeat"] == clock.now
+
+
+def test_crash_after_launch_then_restart_adopts_and_does_not_launch_again(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=1), Clock()
+    real = Ec2Provider(config, client=ec2_world.client, clock=clock)
+    with pytest.raises(Crash):
+        make_engine(config, ec2_world, queue, clock, provider=CrashAfterLaunch(real)).step()
+    assert state_of(config)["c1"]["phase"] == REQUESTED
+    assert state_of(config)["c1"]["instance_id"] is None
+    clock.now += 30
+    report = make_engine(config, ec2_world, queue, clock).step()
+    [instance] = ec2_world.instances()
+    assert state_of(config)["c1"]["instance_id"] == instance["InstanceId"]
+    assert state_of(config)["c1"]["phase"] == BOOTING
+    assert report.actions == [] and report.orphans == []
+
+
+def test_crash_before_the_launch_call_frees_the_name_after_the_grace(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=1), Clock()
+
+    class CrashBefore(CrashAfterLaunch):
+        def launch(self, request: LaunchRequest) -> str:
+            raise Crash
+
+    real = Ec2Provider(config, client=ec2_world.client, clock=clock)
+    with pytest.raises(Crash):
+        make_engine(config, ec2_world, queue, clock, provider=CrashBefore(real)).step()
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    assert ec2_world.instances() == []
+    clock.now += 300
+    make_engine(config, ec2_world, queue, clock).step()
+    assert len(ec2_world.instances()) == 1
+    assert state_of(config)["c1"]["phase"] == BOOTING
+
+
+def _foreign_instance(world: Ec2World, node: str, ip: str) -> str:
+    answer = world.client.run_instances(
+        ImageId=world.ami,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=world.subnet,
+        PrivateIpAddress=ip,
+        TagSpecifications=[
+            {
+                "ResourceType": "instance",
+                "Tags": [
+                    {"Key": CLUSTER_TAG, "Value": world.cluster},
+                    {"Key": NODE_TAG, "Value": node},
+                ],
+            }
+        ],
+    )
+    return str(answer["Instances"][0]["InstanceId"])
+
+
+def test_unknown_tagged_instance_is_reported_and_its_name_kept_free(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    orphan = _foreign_instance(ec2_world, "c1", "10.0.1.11")
+    queue, clock = QueueDouble(pending=1), Clock()
+    report = make_engine(config, ec2_world, queue, clock).step()
+    assert [o.instance_id for o in report.orphans] == [orphan]
+    assert [a.node for a in report.actions] == ["c2"]
+    assert json.loads(config.state_file.read_text())["orphans"][0]["instance_id"] == orphan
+    assert len(ec2_world.instances()) == 2
+
+
+def test_reap_orphans_terminates_them(config: BurstConfig, ec2_world: Ec2World) -> None:
+    orphan = _foreign_instance(ec2_world, "c3", "10.0.1.13")
+    make_engine(config, ec2_world, QueueDouble(), Clock(), reap_orphans=True).step()
+    assert ec2_world.instances() == []
+    assert ec2_world.instances(("terminated", "shutting-down"))[0]["InstanceId"] == orphan
+
+
+def test_boot_timeout_terminates_and_frees_the_name(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=1, states={"c1": NodeState("c1", "down", "*")}), Clock()
+    make_engine(config, ec2_world, queue, clock).step()
+    first = state_of(config)["c1"]["instance_id"]
+    clock.now += 901
+    report = make_engine(config, ec2_world, queue, clock).step()
+    assert [(a.kind, a.node) for a in report.actions] == [("terminate", "c1"), ("launch", "c2")]
+    assert state_of(config)["c1"]["phase"] == TERMINATING
+    clock.now += 60
+    report = make_engine(config, ec2_world, queue, clock).step()
+    # c1's instance is gone, so its record is dropped and the name is free again (moto keeps
+    # a terminated instance's private IP, so the relaunch of c1 itself is not tried here).
+    assert report.actions == [] and "c1" not in state_of(config)
+    assert first not in {i["InstanceId"] for i in ec2_world.instances()}
+    assert sorted(i["InstanceId"] for i in ec2_world.instances()) == sorted(
+        n["instance_id"] for n in state_of(config).values()
+    )
+
+
+def test_join_then_idle_removal(config: BurstConfig, ec2_world: Ec2World) -> None:
+    queue, clock = QueueDouble(pending=1), Clock()
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.states["c1"] = NodeState("c1", "down")
+    clock.now += 200
+    make_engine(config, ec2_world, queue, clock).step()
+    assert queue.calls == ["join c1"]
+    queue.pending = 0
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    assert state_of(config)["c1"]["phase"] == JOINED
+    clock.now += 601
+    make_engine(config, ec2_world, queue, clock).step()
+    assert queue.calls[-1] == "leave c1"
+    assert state_of(config)["c1"]["phase"] == TERMINATING
+    assert ec2_world.instances() == []
+
+
+def test_job_landing_during_removal_keeps_the_node_until_it_ends(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=1, states={"c1": NodeState("c1", "idle")}), Clock()
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.pending = 0
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.job_appears_on_leave.add("c1")
+    clock.now += 700
+    make_engine(config, ec2_world, queue, clock).step()
+    assert state_of(config)["c1"]["phase"] == DRAINING
+    assert len(ec2_world.instances()) == 1
+    queue.job_appears_on_leave.clear()
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    assert state_of(config)["c1"]["phase"] == DRAINING
+    del queue.running["c1"]
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    assert state_of(config)["c1"]["phase"] == TERMINATING
+    assert ec2_world.instances() == []
+
+
+def test_unreadable_scheduler_keeps_every_node(config: BurstConfig, ec2_world: Ec2World) -> None:
+    queue, clock = (
+        QueueDouble(
+            pending=2, states={"c1": NodeState("c1", "idle"), "c2": NodeState("c2", "idle")}
+        ),
+        Clock(),
+    )
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.pending, queue.failing = 0, True
+    clock.now += 5000
+    report = make_engine(config, ec2_world, queue, clock).step()
+    assert report.status is None and report.actions == []
+    assert "Unable to contact" in report.errors[0]
+    assert len(ec2_world.instances()) == 2
+    assert queue.calls == []
+
+
+def test_dry_run_changes_nothing(config: BurstConfig, ec2_world: Ec2World) -> None:
+    report = make_engine(config, ec2_world, QueueDouble(pending=3), Clock(), dry_run=True).step()
+    assert [a.kind for a in report.actions] == ["launch"] * 3
+    assert ec2_world.instances() == [] and not config.state_file.exists()
+
+
+def test_malformed_state_file_is_refused_and_kept(config: BurstConfig, ec2_world: Ec2World) -> None:
+    config.state_file.write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        make_engine(config, ec2_world, QueueDouble(pending=1), Clock()).step()
+    assert config.state_file.read_text() == "{not json"
+    assert ec2_world.instances() == []
+
+
+def test_drain_all_waits_for_busy_nodes_unless_forced(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = (
+        QueueDouble(
+            pending=2, states={"c1": NodeState("c1", "idle"), "c2": NodeState("c2", "idle")}
+        ),
+        Clock(),
+    )
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.running["c1"] = "42"
+    engine = make_engine(config, ec2_world, queue, clock)
+    assert engine.drain_all(force=False) == ["c1"]
+    assert state_of(config)["c2"]["phase"] == TERMINATING
+    assert len(ec2_world.instances()) == 1
+    assert engine.drain_all(force=True) == []
+    assert ec2_world.instances() == []

@@ -1,0 +1,118 @@
+"""Host resolution from ssh_config and from the tool's own `hosts:` map; config loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mint_common.config import load_config
+from mint_common.errors import ConfigError
+from mint_ssh.config import SshToolConfig
+from mint_ssh.hosts import parse_jump, resolve_host
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mint-ssh"
+
+
+def _config(tmp_path: Path, text: str) -> SshToolConfig:
+    path = tmp_path / "mint-ssh.yaml"
+    path.write_text(text)
+    return load_config(SshToolConfig, "mint-ssh", config_file=path)
+
+
+def test_ssh_config_alias_gives_every_supported_field(tmp_path: Path) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        "Host ssh-node01\n"
+        "  HostName calc.example.jp\n"
+        "  Port 50022\n"
+        "  User mint\n"
+        "  IdentityFile ~/.ssh/mint_ed25519\n"
+        "  ProxyCommand nc -X 5 -x socks.example.jp:1080 %h %p\n"
+        "  ServerAliveInterval 15\n"
+        "  ServerAliveCountMax 4\n"
+        f"  UserKnownHostsFile {tmp_path}/kh1 {tmp_path}/kh2\n"
+        "Host jumped\n"
+        "  HostName inner.example.jp\n"
+        "  ProxyJump gw.example.jp:2222,mint@gw2\n"
+    )
+    cfg = _config(tmp_path, f"ssh_config: {ssh_config}\n")
+    spec = resolve_host("ssh-node01", cfg)
+    assert (spec.hostname, spec.port, spec.user) == ("calc.example.jp", 50022, "mint")
+    assert spec.identity_files == (Path.home() / ".ssh" / "mint_ed25519",)
+    assert spec.proxy_command == "nc -X 5 -x socks.example.jp:1080 calc.example.jp 50022"
+    assert (spec.server_alive_interval, spec.server_alive_count_max) == (15, 4)
+    assert spec.known_hosts_files == (tmp_path / "kh1", tmp_path / "kh2")
+    assert spec.known_hosts_name == "[calc.example.jp]:50022"
+    jumped = resolve_host("jumped", cfg)
+    assert jumped.proxy_jump == ("gw.example.jp:2222", "mint@gw2")
+
+
+def test_hosts_map_wins_over_ssh_config(tmp_path: Path) -> None:
+    cfg = _config(
+        tmp_path,
+        "hosts:\n"
+        "  node:\n"
+        "    hostname: 192.0.2.10\n"
+        "    port: 2222\n"
+        "    user: calc\n"
+        "    identity_file: [/keys/a, /keys/b]\n"
+        "    proxy_command: nc %h %p\n"
+        "    workdir_base: /scratch\n"
+        "    remote_program: ~/bin/run.sh\n",
+    )
+    spec = resolve_host("node", cfg)
+    assert (spec.hostname, spec.port, spec.user) == ("192.0.2.10", 2222, "calc")
+    assert spec.identity_files == (Path("/keys/a"), Path("/keys/b"))
+    assert spec.proxy_command == "nc 192.0.2.10 2222"
+    assert (spec.workdir_base, spec.remote_program) == ("/scratch", "~/bin/run.sh")
+    assert spec.known_hosts_name == "[192.0.2.10]:2222"
+
+
+def test_unknown_alias_without_ssh_config_uses_the_name(tmp_path: Path) -> None:
+    spec = resolve_host("calc.example.jp", _config(tmp_path, ""))
+    assert (spec.hostname, spec.port) == ("calc.example.jp", 22)
+    assert spec.known_hosts_name == "calc.example.jp"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workdir_base: tmp\n", "workdir_base"),
+        ("hosts:\n  n:\n    workdir_base: rel\n", "hosts.n.workdir_base"),
+        ("retry: often\n", "retry"),
+        ("hostz: {}\n", "did you mean"),
+        ("connect_timeout: 0\n", "connect_timeout"),
+    ],
+    ids=["relative-base", "relative-host-base", "bad-retry", "typo", "zero-timeout"],
+)
+def test_bad_config_is_refused_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, text)
+
+
+@pytest.mark.parametrize("alias", ["-oProxyCommand=x", "a b", ""], ids=["option", "space", "empty"])
+def test_suspicious_host_names_are_refused(tmp_path: Path, alias: str) -> None:
+    with pytest.raises(ConfigError):
+        resolve_host(alias, _config(tmp_path, ""))
+
+
+@pytest.mark.parametrize(
+    ("jump", "expected"),
+    [
+        ("gw", (None, "gw", None)),
+        ("mint@gw:2222", ("mint", "gw", 2222)),
+        ("[2001:db8::1]:22", (None, "2001:db8::1", 22)),
+    ],
+    ids=["host", "user-host-port", "ipv6"],
+)
+def test_parse_jump(jump: str, expected: tuple[object, ...]) -> None:
+    assert parse_jump(jump) == expected
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    cfg = load_config(SshToolConfig, "mint-ssh", config_file=EXAMPLES / "mint-ssh.yaml")
+    assert "ssh-node01" in cfg.hosts
+    assert cfg.retry.max_attempts == 6
+    spec = resolve_host("ssh-node01", cfg)
+    assert spec.proxy_command is not None

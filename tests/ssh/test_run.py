@@ -1,0 +1,389 @@
+"""`mint-ssh run` end to end against a real sshd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from mint_common.config import load_config
+from mint_common.errors import TransferError
+from mint_ssh.config import SshToolConfig
+from mint_ssh.connection import ExecResult, connect
+from mint_ssh.hosts import resolve_host
+from mint_ssh.transfer import upload_files
+from tests.ssh.conftest import SshSetup, TcpRelay, ssh_agent, wait_for
+from tests.ssh.sshd import ThrowawaySshd
+
+BINARY = bytes(range(256)) * 40
+
+
+def test_happy_path_moves_text_binary_and_japanese_names(setup: SshSetup) -> None:
+    text = setup.input_file("input.txt", b"line one\n")
+    binary = setup.input_file("data.bin", BINARY)
+    japanese = setup.input_file("入力データ.txt", "計算条件\n".encode())
+    exit_file = setup.root / "exit-code"
+    result = setup.run(
+        "run", "node",
+        "--put", str(text), "--put", str(binary), "--put", str(japanese),
+        "--dest", str(setup.dest), "--exit-code-file", str(exit_file),
+        "--", "sh", "-c", "cat input.txt; cat 入力データ.txt > 結果.txt; cp data.bin out.bin; echo to-stderr >&2",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "line one" in result.stderr and "to-stderr" in result.stderr
+    assert (setup.dest / "out.bin").read_bytes() == BINARY
+    assert (setup.dest / "結果.txt").read_text() == "計算条件\n"
+    assert (setup.dest / "入力データ.txt").read_text() == "計算条件\n"
+    assert not (setup.dest / ".mint-ssh").exists()
+    assert exit_file.read_text() == "0\n"
+    (record,) = setup.records()
+    assert record["state"] == "done" and record["exit_status"] == 0
+    assert not Path(record["workdir"]).exists(), "the remote dir should be removed"
+
+
+def test_nonzero_exit_keeps_remote_dir_and_reports_status(setup: SshSetup) -> None:
+    exit_file = setup.root / "exit-code"
+    result = setup.run(
+        "run", "node", "--dest", str(setup.dest), "--exit-code-file", str(exit_file),
+        "--", "sh", "-c", "echo partial > partial.txt; exit 3",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "exited with status 3" in result.stderr
+    assert exit_file.read_text() == "3\n"
+    assert (setup.dest / "partial.txt").read_text() == "partial\n"
+    (kept,) = setup.remote_dirs()
+    assert str(kept) in result.stderr
+    assert (kept / "partial.txt").exists()
+    shutil.rmtree(kept)
+
+
+def test_keep_flag_leaves_the_remote_dir(setup: SshSetup) -> None:
+    result = setup.run("run", "node", "--keep", "--dest", str(setup.dest), "--", "true")
+    assert result.returncode == 0, result.stderr
+    (kept,) = setup.remote_dirs()
+    assert oct(kept.stat().st_mode & 0o777) == "0o700"
+    shutil.rmtree(kept)
+
+
+def test_missing_input_exits_66_before_connecting(setup: SshSetup) -> None:
+    result = setup.run("run", "node", "--put", str(setup.root / "nope.dat"), "--", "true")
+    assert result.returncode == 66
+    assert "nope.dat" in result.stderr
+    assert setup.records() == []
+
+
+def test_get_patterns_fetch_only_matching_files(setup: SshSetup) -> None:
+    result = setup.run(
+        "run", "node", "--get", "*.csv", "--get", "sub", "--dest", str(setup.dest),
+        "--", "sh", "-c", "echo a > a.csv; echo b > b.log; mkdir sub; echo c > sub/c.txt",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fetched = sorted(str(p.relative_to(setup.dest)) for p in setup.dest.rglob("*") if p.is_file())
+    assert fetched == ["a.csv", "sub/c.txt"]
+
+
+def test_remote_symlink_and_fifo_are_not_followed(setup: SshSetup) -> None:
+    result = setup.run(
+        "run", "node", "--dest", str(setup.dest),
+        "--", "sh", "-c", "ln -s /etc/passwd passwd; mkdir d; ln -s /etc d/etc; mkfifo pipe; echo ok > ok.txt",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (setup.dest / "ok.txt").read_text() == "ok\n"
+    assert not (setup.dest / "passwd").exists() and not (setup.dest / "passwd").is_symlink()
+    assert not (setup.dest / "d" / "etc").exists()
+    assert not (setup.dest / "pipe").exists()
+    assert "skipped symlink passwd -> /etc/passwd" in result.stderr
+    assert "skipped special file pipe" in result.stderr
+
+
+def test_local_symlink_in_dest_is_not_written_through(setup: SshSetup, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    setup.dest.mkdir()
+    (setup.dest / "out").symlink_to(outside)
+    result = setup.run(
+        "run", "node", "--dest", str(setup.dest),
+        "--", "sh", "-c", "mkdir out; echo x > out/evil.txt",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert list(outside.iterdir()) == []
+    assert "refused" in result.stderr
+    (kept,) = setup.remote_dirs()
+    shutil.rmtree(kept)
+
+
+def test_unknown_host_key_is_refused_with_fingerprint(setup: SshSetup) -> None:
+    setup.known_hosts.write_text("")
+    result = setup.run("run", "node", "--", "true")
+    assert result.returncode == 77
+    assert "unknown" in result.stderr and "SHA256:" in result.stderr
+    assert setup.known_hosts.read_text() == ""
+
+
+def test_changed_host_key_is_refused(setup: SshSetup, tmp_path: Path) -> None:
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")],
+        check=True, timeout=30,
+    )  # fmt: skip
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    setup.known_hosts.write_text(f"[127.0.0.1]:{setup.server.port} {other}\n")
+    result = setup.run("run", "node", "--accept-new-host-key", "--", "true")
+    assert result.returncode == 77
+    assert "CHANGED" in result.stderr and "SHA256:" in result.stderr
+
+
+def test_accept_new_host_key_records_it(setup: SshSetup) -> None:
+    setup.known_hosts.write_text("")
+    first = setup.run(
+        "run", "node", "--accept-new-host-key", "--dest", str(setup.dest), "--", "true"
+    )
+    assert first.returncode == 0, first.stderr
+    assert setup.server.host_public_key in setup.known_hosts.read_text()
+    second = setup.run("run", "node", "--dest", str(setup.dest), "--", "true")
+    assert second.returncode == 0, second.stderr
+
+
+@pytest.mark.skipif(shutil.which("nc") is None, reason="nc is missing (netcat-openbsd)")
+def test_proxy_command_through_nc(setup: SshSetup) -> None:
+    setup.write_ssh_config(extra="  ProxyCommand nc %h %p\n  ServerAliveInterval 5\n")
+    result = setup.run(
+        "run", "node", "-v", "--dest", str(setup.dest), "--", "sh", "-c", "echo via-proxy"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "via-proxy" in result.stderr
+    assert "via ProxyCommand" in result.stderr
+
+
+def test_proxy_command_through_a_python_relay(setup: SshSetup) -> None:
+    relay = Path(__file__).with_name("stdio_relay.py")
+    setup.write_ssh_config(extra=f"  ProxyCommand {sys.executable} {relay} %h %p\n")
+    result = setup.run("run", "node", "--dest", str(setup.dest), "--", "sh", "-c", "echo relayed")
+    assert result.returncode == 0, result.stderr
+    assert "relayed" in result.stderr
+
+
+def test_proxy_jump_through_the_same_sshd(setup: SshSetup) -> None:
+    server = setup.server
+    setup.ssh_config.write_text(
+        server.ssh_config_block("jump", known_hosts=setup.known_hosts)
+        + server.ssh_config_block("node", known_hosts=setup.known_hosts, extra="  ProxyJump jump\n")
+    )
+    result = setup.run("run", "node", "--dest", str(setup.dest), "--", "sh", "-c", "echo jumped")
+    assert result.returncode == 0, result.stderr
+    assert "jumped" in result.stderr
+
+
+def test_passphrase_key_without_terminal_exits_77(setup: SshSetup, tmp_path: Path) -> None:
+    key = tmp_path / "locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret-pass", "-f", str(key)],
+        check=True, timeout=30,
+    )  # fmt: skip
+    setup.ssh_config.write_text(
+        setup.ssh_config.read_text().replace(str(setup.server.client_key), str(key))
+    )
+    result = setup.run("run", "node", "--", "true", stdin=subprocess.DEVNULL)
+    assert result.returncode == 77
+    assert "needs a passphrase" in result.stderr
+    assert "secret-pass" not in result.stderr
+
+
+def test_ssh_agent_key_is_used(setup: SshSetup, tmp_path: Path) -> None:
+    agent = ssh_agent(tmp_path)
+    if agent is None:
+        pytest.skip("ssh-agent is missing (openssh-client)")
+    try:
+        env = {**os.environ, **agent}
+        subprocess.run(
+            ["ssh-add", "-q", str(setup.server.client_key)], env=env, check=True, timeout=10
+        )
+        setup.ssh_config.write_text(
+            setup.ssh_config.read_text().replace(
+                str(setup.server.client_key), str(tmp_path / "none")
+            )
+        )
+        result = setup.run("run", "node", "-v", "--dest", str(setup.dest), "--", "true", env=env)
+        assert result.returncode == 0, result.stderr
+        assert "with agent key" in result.stderr
+    finally:
+        os.kill(int(agent["SSH_AGENT_PID"]), signal.SIGTERM)
+
+
+def test_unreachable_host_exits_69_after_retries(setup: SshSetup) -> None:
+    setup.ssh_config.write_text(
+        setup.ssh_config.read_text().replace(f"Port {setup.server.port}", "Port 1")
+    )
+    result = setup.run("run", "node", "--", "true")
+    assert result.returncode == 69
+    assert "after 3 attempt(s)" in result.stderr
+
+
+def test_timeout_stops_the_remote_command(setup: SshSetup) -> None:
+    result = setup.run(
+        "run", "node", "--timeout", "1", "--dest", str(setup.dest), "--", "sleep", "30"
+    )
+    assert result.returncode == 1
+    assert "longer than 1 s" in result.stderr
+    for kept in setup.remote_dirs():
+        shutil.rmtree(kept)
+
+
+def test_connection_cut_mid_command_reconnects_and_completes(
+    setup: SshSetup, relay: TcpRelay
+) -> None:
+    setup.write_ssh_config(extra="")
+    setup.ssh_config.write_text(
+        setup.ssh_config.read_text().replace(f"Port {setup.server.port}", f"Port {relay.port}")
+    )
+    setup.known_hosts.write_text(f"[127.0.0.1]:{relay.port} {setup.server.host_public_key}\n")
+    setup.write_config(retry="retry:5,0.5")
+    process = setup.popen(
+        "run", "node", "--dest", str(setup.dest),
+        "--", "sh", "-c", "echo out-1-of-2; sleep 2; echo out-2-of-2; echo done > result.txt",
+    )  # fmt: skip
+    wait_for(lambda: any(r["state"] == "running" for r in setup.records()), what="the start")
+    relay.drop_all()
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "reconnecting" in err
+    assert relay.accepted >= 2
+    assert (setup.dest / "result.txt").read_text() == "done\n"
+    # Output already shown is not shown again after the reconnect.
+    assert err.count("out-1-of-2") == 1 and err.count("out-2-of-2") == 1
+
+
+def test_sigkill_then_resume_delivers_results(setup: SshSetup) -> None:
+    process = setup.popen(
+        "run", "node", "--dest", str(setup.dest),
+        "--", "sh", "-c", "sleep 2; echo finished > result.txt",
+    )  # fmt: skip
+    wait_for(lambda: any(r["state"] == "running" for r in setup.records()), what="the start")
+    wait_for(lambda: any((d / ".mint-ssh" / "pid").exists() for d in setup.remote_dirs()))
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)
+    (record,) = setup.records()
+    assert record["state"] == "running"
+    result = setup.run("resume", record["run_id"])
+    assert result.returncode == 0, result.stderr
+    assert (setup.dest / "result.txt").read_text() == "finished\n"
+    listing = setup.run("runs", "--json")
+    assert '"state": "done"' in listing.stdout
+    again = setup.run("resume", record["run_id"])
+    assert again.returncode == 0
+
+
+def test_sigterm_leaves_a_resumable_record_and_says_how(setup: SshSetup) -> None:
+    process = setup.popen(
+        "run", "node", "--dest", str(setup.dest), "--", "sh", "-c", "sleep 1; echo x > r"
+    )
+    wait_for(lambda: any((d / ".mint-ssh" / "pid").exists() for d in setup.remote_dirs()))
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    (record,) = setup.records()
+    assert f"mint-ssh resume {record['run_id']}" in err
+    assert record["state"] == "running"
+    resumed = setup.run("resume", record["run_id"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert (setup.dest / "r").read_text() == "x\n"
+
+
+def test_check_reports_every_step(setup: SshSetup) -> None:
+    setup.write_config(remote_program="/bin/sh")
+    result = setup.run("check", "node", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in (
+        "connect",
+        "host key",
+        "work base writable",
+        "free space",
+        "remote program",
+        "latency",
+    ):
+        assert name in result.stdout
+    assert "pinned" in result.stdout and "SHA256:" in result.stdout
+
+
+def test_check_fails_on_missing_program_and_unknown_key(setup: SshSetup) -> None:
+    missing = setup.run("check", "node")
+    assert missing.returncode != 0
+    assert "execute_remote-side_program_ssh.sh" in missing.stdout
+    setup.known_hosts.write_text("")
+    unknown = setup.run("check", "node", "--json")
+    assert unknown.returncode != 0
+    assert "SHA256:" in unknown.stdout
+
+
+def test_upload_size_mismatch_is_a_transfer_error(setup: SshSetup, tmp_path: Path) -> None:
+    cfg = load_config(SshToolConfig, "mint-ssh", config_file=setup.config)
+    spec = resolve_host("node", cfg)
+    workdir = tmp_path / ("ab" * 16)
+    workdir.mkdir()
+    # The remote .part file of the second input swallows what is written: the size check
+    # must notice, and the inputs around it still go to the right files.
+    (workdir / "second.dat.part").symlink_to("/dev/null")
+    inputs = [
+        setup.input_file("first.dat", b"0123456789"),
+        setup.input_file("second.dat", b"abc"),
+        setup.input_file("third.dat", b"xyz"),
+    ]
+    conn = connect(spec, resolve=lambda a: resolve_host(a, cfg), connect_timeout=10)
+    try:
+        with pytest.raises(TransferError, match="size check") as caught:
+            upload_files(conn, str(workdir), inputs, verify_sha256=False)
+    finally:
+        conn.close()
+    assert caught.value.exit_status == 74
+    assert (workdir / "first.dat").read_bytes() == b"0123456789"
+    assert not (workdir / "second.dat").exists()
+    assert not (workdir / "third.dat").exists()
+
+
+def test_many_inputs_are_split_into_requests_and_arrive_intact(
+    setup: SshSetup, tmp_path: Path
+) -> None:
+    cfg = load_config(SshToolConfig, "mint-ssh", config_file=setup.config)
+    spec = resolve_host("node", cfg)
+    workdir = tmp_path / ("cd" * 16)
+    # Long names push the command past one request's limit.
+    inputs = [setup.input_file(f"{n:03d}-{'長' * 80}.dat", os.urandom(n * 37)) for n in range(300)]
+    conn = connect(spec, resolve=lambda a: resolve_host(a, cfg), connect_timeout=10)
+    try:
+        upload_files(conn, str(workdir), inputs, verify_sha256=True)
+    finally:
+        conn.close()
+    for path in inputs:
+        assert (workdir / path.name).read_bytes() == path.read_bytes()
+
+
+class _GrowingHost:
+    """A RemoteHost whose upload appends to the local file before reading it."""
+
+    def __init__(self, grow: Path) -> None:
+        self.grow = grow
+
+    def upload(
+        self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
+    ) -> ExecResult:
+        with open(self.grow, "ab") as handle:
+            handle.write(b"more")
+        sent = b"".join(blocks)
+        return ExecResult(0, sent, b"")
+
+
+def test_input_that_grows_during_upload_is_a_transfer_error(tmp_path: Path) -> None:
+    local = tmp_path / "grows.dat"
+    local.write_bytes(b"0123456789")
+    with pytest.raises(TransferError, match="grew while it was being uploaded"):
+        upload_files(_GrowingHost(local), f"/tmp/{'ef' * 16}", [local], verify_sha256=False)  # type: ignore[arg-type]
+
+
+def test_sshd_fixture_runs_as_current_user(sshd: ThrowawaySshd) -> None:
+    assert sshd.process is not None and sshd.process.poll() is None
