@@ -1,4 +1,4 @@
-"""Benchmarks of the mint-poll agent on loopback (figures for docs/benchmarks.d/poll.md).
+"""Benchmarks of the mint-poll agent on loopback (figures for docs/benchmarks.md).
 
     python benchmarks/poll_agent.py overhead [--runs 30]
     python benchmarks/poll_agent.py transfer [--size-mib 1024]

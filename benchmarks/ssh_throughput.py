@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/ssh_throughput.py [--size-mib 1024] [--repeats 3]
 
-mint-ssh's transfers are timed through the code `mint-ssh run` uses: `upload_file`
+mint-ssh's transfers are timed through the code `mint-ssh run` uses: `upload_files`
 (one exec channel streaming into `<name>.part`, size checked remotely, renamed) and the
 result fetch (a tar stream over one exec channel unpacked by `extract_stream`), on one
 connection made by `mint_ssh.connection.connect`. scp runs with its defaults.
@@ -24,7 +24,7 @@ from mint_ssh import protocol
 from mint_ssh.config import SshToolConfig
 from mint_ssh.connection import connect
 from mint_ssh.hosts import resolve_host
-from mint_ssh.transfer import extract_stream, upload_file
+from mint_ssh.transfer import extract_stream, upload_files
 
 
 def _make_file(path: Path, size: int) -> None:
@@ -77,9 +77,9 @@ def _measure(setup: Bench, big: Path, root: Path, repeats: int) -> dict[str, tup
     workdir = protocol.workdir_path("/tmp", uuid.uuid4().hex)
     dest = root / "dest"
     try:
-        up = median_seconds(lambda: upload_file(conn, workdir, big, verify_sha256=False), repeats)[
-            0
-        ]
+        up = median_seconds(
+            lambda: upload_files(conn, workdir, [big], verify_sha256=False), repeats
+        )[0]
 
         def download() -> None:
             shutil.rmtree(dest, ignore_errors=True)

@@ -132,15 +132,20 @@ def submit(
     layout.check_prefix(prefix)
     started = clock()
     replaced = _prepare_prefix(store, prefix, force)
-    total = sum(path.stat().st_size for path, _ in inputs)
+    sizes = [path.stat().st_size for path, _ in inputs]
+    total = sum(sizes)
     log.info(
         "uploading %d file(s), %d bytes to s3://%s/%s/", len(inputs), total, store.bucket, prefix
     )
+    # Largest first: a big file's parts and its (slow) multipart completion then overlap
+    # the small files instead of running alone at the end.
+    order = sorted(range(len(inputs)), key=lambda n: sizes[n], reverse=True)
+    uploads = [(inputs[n][0], layout.key(prefix, inputs[n][1])) for n in order]
     with ThreadPoolExecutor(max_workers=1) as hasher:
         # Hashing for the manifest overlaps the upload instead of adding a pass after it.
         entries = hasher.submit(describe_files, inputs, hash_workers, background=True)
         with progress(f"upload {prefix}", total) as advance:
-            store.upload_files([(path, layout.key(prefix, name)) for path, name in inputs], advance)
+            store.upload_files(uploads, advance)
         manifest = dump_manifest("submit", entries.result(), prefix=prefix)
     store.put_bytes(layout.key(prefix, layout.SUBMIT_MANIFEST), manifest)
     committed = store.put_bytes(

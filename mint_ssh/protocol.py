@@ -32,7 +32,7 @@ PID_FILE = f"{CONTROL_DIR}/pid"
 STARTED_MARK = f"{CONTROL_DIR}/started"
 PART_SUFFIX = ".part"
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
-TAIL_SLEEP = "0.05"  # how often tail checks whether the job is still alive
+TAIL_SLEEP = "0.02"  # how often tail checks whether the job is still alive (its end shows within)
 
 _q = shlex.quote
 

@@ -18,7 +18,8 @@ from mint_ssh.connection import CHUNK, RemoteHost, refused_by_gate
 from mint_ssh.tarstream import TarStream
 
 log = logging.getLogger(__name__)
-# Linux limits one argument (the command `bash -c` gets) to 128 KiB; stay well below it.
+# Linux limits one argument or environment string (the command `bash -c` gets, and the gate's
+# SSH_ORIGINAL_COMMAND) to 128 KiB; stay well below it. Counted in UTF-8 bytes.
 UPLOAD_COMMAND_LIMIT = 64 * 1024
 
 
@@ -62,7 +63,7 @@ def _batches(
     batch: list[tuple[Path, protocol.UploadItem]] = []
     for pair in pairs:
         longer = protocol.upload(workdir, [item for _, item in [*batch, pair]])
-        if batch and len(longer) > UPLOAD_COMMAND_LIMIT:
+        if batch and len(longer.encode()) > UPLOAD_COMMAND_LIMIT:
             yield batch
             batch = []
         batch.append(pair)

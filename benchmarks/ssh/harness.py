@@ -56,10 +56,12 @@ def bench(root: Path, login_user: Optional[str] = None) -> Iterator[Bench]:
         setup.stop()
 
 
+def seconds(fn: Callable[[], None]) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
 def median_seconds(fn: Callable[[], None], repeats: int) -> tuple[float, list[float]]:
-    samples = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - began)
+    samples = [seconds(fn) for _ in range(repeats)]
     return statistics.median(samples), samples

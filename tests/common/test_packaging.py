@@ -41,3 +41,11 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert commands == ["exec ./scripts/test"]
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "./scripts/test" in readme and "./scripts/demo" in readme
+
+
+def test_version_is_looked_up_lazily_and_unknown_attributes_fail() -> None:
+    import mint_common
+
+    assert mint_common.__version__.count(".") >= 2
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = mint_common.nope  # type: ignore[attr-defined]

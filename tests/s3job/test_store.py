@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -20,7 +22,12 @@ from mint_common.errors import (
     UnavailableError,
 )
 from mint_s3job.config import S3JobConfig
-from mint_s3job.store import PreconditionFailed, S3ObjectStore, translate
+from mint_s3job.store import (
+    EXPECT_CONTINUE_FROM,
+    PreconditionFailed,
+    S3ObjectStore,
+    translate,
+)
 
 from .conftest import FlakyProxy
 
@@ -139,3 +146,22 @@ def test_retries_are_bounded_by_the_retries_setting(
     with pytest.raises(UnavailableError, match="SlowDown"):
         store.put_bytes("job1/a.txt", b"hello")
     assert flaky_proxy.failed == 2
+
+
+def test_only_large_puts_wait_for_100_continue(store: S3ObjectStore, tmp_path: Path) -> None:
+    small = tmp_path / "small.dat"
+    small.write_bytes(os.urandom(100 * 1024))
+    large = tmp_path / "large.dat"
+    large.write_bytes(os.urandom(EXPECT_CONTINUE_FROM))
+    sent: dict[str, object] = {}
+
+    def record(request: Any, **_kwargs: Any) -> None:
+        sent[request.url.rsplit("/", 1)[-1]] = request.headers.get("Expect")
+
+    store.client.meta.events.register("before-send.s3.PutObject", record)
+    progressed: list[int] = []
+    store.upload_files([(small, "e/small.dat"), (large, "e/large.dat")], progressed.append)
+    assert sent == {"small.dat": None, "large.dat": b"100-continue"}
+    assert store.get_bytes("e/small.dat") == small.read_bytes()
+    assert store.get_bytes("e/large.dat", limit=EXPECT_CONTINUE_FROM) == large.read_bytes()
+    assert sum(progressed) == len(small.read_bytes()) + EXPECT_CONTINUE_FROM

@@ -90,6 +90,21 @@ def test_submit_uploads_everything_and_writes_the_state_last(
     assert result.files == len(items) and result.bytes == sum(p.stat().st_size for p, _ in items)
 
 
+def test_submit_uploads_the_largest_files_first(store: S3ObjectStore, tmp_path: Path) -> None:
+    script, inputs = make_job(tmp_path)
+    (inputs / "zz-largest.bin").write_bytes(os.urandom(300_000))
+    (inputs / "aa-empty.txt").write_bytes(b"")
+    recording = RecordingStore(store)
+    items = collect_inputs(script, [str(inputs)])
+    submit(recording, "job-big-first", items, force=False, progress=no_progress)
+    uploaded = recording.writes[:-2]
+    assert uploaded[0] == "job-big-first/input/zz-largest.bin"
+    assert uploaded[-1] == "job-big-first/input/aa-empty.txt"
+    assert sorted(uploaded) == sorted(f"job-big-first/{name}" for _, name in items)
+    manifest = parse_manifest(store.get_bytes(recording.writes[-2]), "m")
+    assert list(manifest) == [name for _, name in items]
+
+
 def test_submit_refuses_an_existing_prefix_unless_forced(
     store: S3ObjectStore, tmp_path: Path
 ) -> None:

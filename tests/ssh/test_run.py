@@ -15,10 +15,11 @@ import pytest
 
 from mint_common.config import load_config
 from mint_common.errors import TransferError
+from mint_ssh import protocol
 from mint_ssh.config import SshToolConfig
 from mint_ssh.connection import ExecResult, connect
 from mint_ssh.hosts import resolve_host
-from mint_ssh.transfer import upload_files
+from mint_ssh.transfer import UPLOAD_COMMAND_LIMIT, upload_files
 from tests.ssh.conftest import SshSetup, TcpRelay, ssh_agent, wait_for
 from tests.ssh.sshd import ThrowawaySshd
 
@@ -352,37 +353,80 @@ def test_many_inputs_are_split_into_requests_and_arrive_intact(
     cfg = load_config(SshToolConfig, "mint-ssh", config_file=setup.config)
     spec = resolve_host("node", cfg)
     workdir = tmp_path / ("cd" * 16)
-    # Long names push the command past one request's limit.
-    inputs = [setup.input_file(f"{n:03d}-{'長' * 80}.dat", os.urandom(n * 37)) for n in range(300)]
+    # In one request these names would pass Linux's 128 KiB limit for one argument.
+    inputs = [_long_named_input(setup.root / "inputs", n) for n in range(140)]
     conn = connect(spec, resolve=lambda a: resolve_host(a, cfg), connect_timeout=10)
     try:
-        upload_files(conn, str(workdir), inputs, verify_sha256=True)
+        upload_files(conn, str(workdir), inputs, verify_sha256=False)
     finally:
         conn.close()
     for path in inputs:
         assert (workdir / path.name).read_bytes() == path.read_bytes()
 
 
-class _GrowingHost:
-    """A RemoteHost whose upload appends to the local file before reading it."""
+def _long_named_input(folder: Path, n: int) -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{n:03d}-{'長' * 80}.dat"
+    path.write_bytes(os.urandom(n * 37))
+    return path
 
-    def __init__(self, grow: Path) -> None:
-        self.grow = grow
+
+class _RecordingHost:
+    """A RemoteHost that keeps each upload request and the data sent with it."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, bytes]] = []
 
     def upload(
         self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
     ) -> ExecResult:
-        with open(self.grow, "ab") as handle:
-            handle.write(b"more")
-        sent = b"".join(blocks)
-        return ExecResult(0, sent, b"")
+        self.requests.append((command, b"".join(blocks)))
+        return ExecResult(0, b"", b"")
 
 
-def test_input_that_grows_during_upload_is_a_transfer_error(tmp_path: Path) -> None:
-    local = tmp_path / "grows.dat"
+def test_upload_requests_stay_under_the_argument_limit(tmp_path: Path) -> None:
+    inputs = [_long_named_input(tmp_path, n) for n in range(200)]
+    host = _RecordingHost()
+    upload_files(host, f"/tmp/{'ef' * 16}", inputs, verify_sha256=True)  # type: ignore[arg-type]
+    assert len(host.requests) > 1
+    assert all(len(command.encode()) <= UPLOAD_COMMAND_LIMIT for command, _ in host.requests)
+    assert b"".join(data for _, data in host.requests) == b"".join(
+        path.read_bytes() for path in inputs
+    )
+    policy = protocol.GatePolicy(bases=("/tmp",), allowed=())
+    sent = [
+        item.name for command, _ in host.requests for item in protocol.parse(command, policy).files
+    ]
+    assert sent == [path.name for path in inputs]
+
+
+class _ChangingHost:
+    """A RemoteHost whose upload rewrites the local file before reading it."""
+
+    def __init__(self, path: Path, content: bytes) -> None:
+        self.path = path
+        self.content = content
+
+    def upload(
+        self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
+    ) -> ExecResult:
+        self.path.write_bytes(self.content)
+        return ExecResult(0, b"".join(blocks), b"")
+
+
+@pytest.mark.parametrize(
+    ("content", "change"),
+    [(b"0123456789more", "grew"), (b"01234", "shrank")],
+    ids=["grew", "shrank"],
+)
+def test_input_that_changes_size_during_upload_is_a_transfer_error(
+    tmp_path: Path, content: bytes, change: str
+) -> None:
+    local = tmp_path / "changes.dat"
     local.write_bytes(b"0123456789")
-    with pytest.raises(TransferError, match="grew while it was being uploaded"):
-        upload_files(_GrowingHost(local), f"/tmp/{'ef' * 16}", [local], verify_sha256=False)  # type: ignore[arg-type]
+    host = _ChangingHost(local, content)
+    with pytest.raises(TransferError, match=f"{change} while it was being uploaded"):
+        upload_files(host, f"/tmp/{'ef' * 16}", [local], verify_sha256=False)  # type: ignore[arg-type]
 
 
 def test_sshd_fixture_runs_as_current_user(sshd: ThrowawaySshd) -> None:
