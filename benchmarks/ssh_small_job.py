@@ -1,6 +1,7 @@
 """mint-ssh: a small job end to end vs the legacy one-ssh/rsync-per-step flow, same sshd.
 
-    .venv/bin/python benchmarks/ssh_small_job.py [--repeats 7]
+    .venv/bin/python benchmarks/ssh_small_job.py [--repeats 7] [--login-user USER]
+        [--mint-ssh PATH-TO-ANOTHER-mint-ssh (e.g. a wrapper around an older copy)]
 
 Small job: 3 inputs of 10 KB, a trivial command, results back, remote dir removed.
 Legacy flow (as execute_remote_command.sample.sh does it): ssh mkdir, rsync up, ssh run,
@@ -32,11 +33,11 @@ def _inputs(root: Path) -> list[Path]:
     return paths
 
 
-def _mint_ssh(setup: Bench, inputs: list[Path], dest: Path) -> None:
+def _mint_ssh(setup: Bench, inputs: list[Path], dest: Path, program: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     puts = [arg for path in inputs for arg in ("--put", str(path))]
     subprocess.run(
-        [str(BIN / "mint-ssh"), "--config", str(setup.config), "-q", "run", "node", *puts,
+        [str(program), "--config", str(setup.config), "-q", "run", "node", *puts,
          "--dest", str(dest), "--", "sh", "-c", COMMAND],
         check=True, timeout=120, capture_output=True,
     )  # fmt: skip
@@ -69,6 +70,7 @@ def main() -> None:
         help="run the sshd as this local user and log in as them (needs root; e.g. a user"
         " whose ~/.bashrc is cheap)",
     )
+    parser.add_argument("--mint-ssh", type=Path, default=BIN / "mint-ssh", help="the program")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mint-ssh-bench-") as tmp:
         root = Path(tmp)
@@ -77,11 +79,13 @@ def main() -> None:
         for path in inputs:
             os.chmod(path, 0o644)
         with bench(root, args.login_user) as setup:
-            _mint_ssh(setup, inputs, root / "warm")
+            _mint_ssh(setup, inputs, root / "warm", args.mint_ssh)
             ours_all, legacy_all = [], []
             # Alternate the two flows so that load from other work on the machine hits both.
             for _ in range(args.repeats):
-                ours_all.append(seconds(lambda: _mint_ssh(setup, inputs, root / "ours")))
+                ours_all.append(
+                    seconds(lambda: _mint_ssh(setup, inputs, root / "ours", args.mint_ssh))
+                )
                 legacy_all.append(seconds(lambda: _legacy(setup, inputs, root / "legacy")))
             ours, legacy = statistics.median(ours_all), statistics.median(legacy_all)
             single = subprocess.run(

@@ -74,9 +74,19 @@ class RemoteHost(Protocol):
         self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
     ) -> ExecResult: ...
 
-    def fetch(self, command: str, unpack: Callable[[BinaryIO], bool]) -> ExecResult: ...
+    def open_request(self, command: str) -> object: ...
 
-    def watch(self, command: str, on_output: Callable[[bytes], None]) -> ExecResult: ...
+    def fetch(
+        self, command: str, unpack: Callable[[BinaryIO], bool], opened: object = None
+    ) -> ExecResult: ...
+
+    def watch(
+        self,
+        command: str,
+        on_output: Callable[[bytes], None],
+        blocks: Iterable[bytes] = (),
+        on_sent: Callable[[], None] = ...,
+    ) -> ExecResult: ...
 
     def close(self) -> None: ...
 
@@ -427,9 +437,38 @@ class SshConnection:
             ) from exc
         return self._finish(channel, self._read_all(channel))
 
-    def fetch(self, command: str, unpack: Callable[[BinaryIO], bool]) -> ExecResult:
-        """Hand the command's stdout to `unpack`; its answer (remove or keep) goes back on stdin."""
-        channel = self._open(command)
+    def open_request(self, command: str) -> object:
+        """Send a request that waits for a line on stdin (see `protocol.fetch(waits=True)`)."""
+        return self._open(command)
+
+    def fetch(
+        self, command: str, unpack: Callable[[BinaryIO], bool], opened: object = None
+    ) -> ExecResult:
+        """Hand the command's stdout to `unpack`; its answer (remove or keep) goes back on stdin.
+
+        `opened` is the channel of the waiting form of `command`, sent earlier by
+        `open_request`: it starts on `fetch`. If it has ended already (refused by an older
+        gate, say), `command` is sent afresh.
+        """
+        import paramiko
+
+        if isinstance(opened, paramiko.Channel) and opened.exit_status_ready():
+            opened.close()
+        elif isinstance(opened, paramiko.Channel):
+            channel = opened
+            try:
+                channel.sendall(b"fetch\n")
+            except (OSError, EOFError) as exc:
+                if not self.transport.is_active():
+                    raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+                channel.close()  # it ended just now: as above
+            else:
+                return self._fetch_on(channel, unpack)
+        return self._fetch_on(self._open(command), unpack)
+
+    def _fetch_on(
+        self, channel: paramiko.Channel, unpack: Callable[[BinaryIO], bool]
+    ) -> ExecResult:
         try:
             remove = unpack(_ChannelReader(channel))  # type: ignore[arg-type]
         except Exception as exc:
@@ -442,12 +481,30 @@ class SshConnection:
             channel.shutdown_write()
         return self._finish(channel, self._read_all(channel))
 
-    def watch(self, command: str, on_output: Callable[[bytes], None]) -> ExecResult:
-        """Run `command`, passing its stderr to `on_output` as it comes; probe a silent link."""
+    def watch(
+        self,
+        command: str,
+        on_output: Callable[[bytes], None],
+        blocks: Iterable[bytes] = (),
+        on_sent: Callable[[], None] = lambda: None,
+    ) -> ExecResult:
+        """Run `command` with `blocks` as its stdin (`on_sent` is called once they are all
+        sent), passing its stderr to `on_output` as it comes; probe a silent link."""
         import paramiko
 
         channel = self._open(command)
-        channel.shutdown_write()
+        try:
+            for block in blocks:
+                channel.sendall(memoryview(block))  # type: ignore[arg-type]
+            channel.shutdown_write()
+        except (OSError, EOFError) as exc:
+            # The remote side may have stopped reading (a refused or failed request): its exit
+            # status tells why. Only a dead connection is a loss.
+            if not self.transport.is_active():
+                raise ConnectionLost(
+                    f"connection to {self.spec.alias} lost during upload: {exc}"
+                ) from exc
+        on_sent()
         interval = self.spec.server_alive_interval or 30
         channel.settimeout(interval)
         last = b""

@@ -32,7 +32,9 @@ PID_FILE = f"{CONTROL_DIR}/pid"
 STARTED_MARK = f"{CONTROL_DIR}/started"
 PART_SUFFIX = ".part"
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_FAILED = 74  # exit status of a start request whose inputs failed their checks
 TAIL_SLEEP = "0.02"  # how often tail checks whether the job is still alive (its end shows within)
+FETCH_GO = 'read -r go && test "$go" = fetch'
 
 _q = shlex.quote
 
@@ -61,6 +63,7 @@ class Operation:
     offset: int = 0
     files: tuple[UploadItem, ...] = ()
     patterns: tuple[str, ...] = ()
+    waits: bool = False
 
 
 def workdir_path(base: str, run_id: str) -> str:
@@ -86,16 +89,22 @@ def make_workdir(workdir: str) -> str:
     return f"mkdir -m 700 -- {_q(workdir)} {_q(workdir + '/' + CONTROL_DIR)} && pwd"
 
 
-def _upload_one(workdir: str, item: UploadItem) -> str:
+def _receive_one(workdir: str, item: UploadItem) -> str:
+    """Copy the file's `size` bytes from stdin into `<name>.part` and check them."""
     part = _q(f"{workdir}/{item.name}{PART_SUFFIX}")
     # $(...) stays outside double quotes so that the gate's shlex reads it as the shell does.
     checks = f"test $(wc -c < {part}) -eq {int(item.size)}"
     if item.sha256:
         checks += f" && sha256sum < {part} | grep -q -x -- {_q(item.sha256 + '  -')}"
-    return (
-        f"head -c {int(item.size)} > {part} && {checks}"
-        f" && mv -f -- {part} {_q(f'{workdir}/{item.name}')}"
-    )
+    return f"head -c {int(item.size)} > {part} && {checks}"
+
+
+def _rename_one(workdir: str, item: UploadItem) -> str:
+    return f"mv -f -- {_q(f'{workdir}/{item.name}{PART_SUFFIX}')} {_q(f'{workdir}/{item.name}')}"
+
+
+def _upload_one(workdir: str, item: UploadItem) -> str:
+    return f"{_receive_one(workdir, item)} && {_rename_one(workdir, item)}"
 
 
 def upload(workdir: str, files: Sequence[UploadItem]) -> str:
@@ -115,16 +124,33 @@ def job_script(argv: Sequence[str]) -> str:
     )
 
 
-def start(workdir: str, argv: Sequence[str], offset: int = 0) -> str:
+def start(
+    workdir: str, argv: Sequence[str], offset: int = 0, files: Sequence[UploadItem] = ()
+) -> str:
     """Start the command detached (own session, no terminal) unless it was started already,
     then follow it: its output on stderr from byte `offset`, its exit status on stdout at the end.
 
     Sending it again after a dropped connection is safe: `mkdir started` lets only one start.
+    With `files`, the inputs come first on stdin, as for `upload`; a request that finds the
+    command started already discards them (so a reconnect never writes into a running job),
+    otherwise all of them must pass their checks (else exit 74) before the one request that
+    makes `started` renames them into place and starts the command.
     """
+    launch = (
+        f"setsid nohup sh -c {_q(job_script(argv))} < /dev/null > /dev/null 2>&1 &"
+        f" echo $! > {PID_FILE};"
+    )
+    begin = f"if mkdir {STARTED_MARK} 2> /dev/null; then {launch} fi;"
+    if files:
+        receive = " && ".join(_receive_one(workdir, item) for item in files)
+        rename = " && ".join(_rename_one(workdir, item) for item in files)
+        begin = (
+            f"if test -d {STARTED_MARK}; then cat > /dev/null; else {receive}"
+            f" || exit {UPLOAD_FAILED}; if mkdir {STARTED_MARK} 2> /dev/null; then {rename}"
+            f" || exit {UPLOAD_FAILED}; {launch} fi; fi;"
+        )
     return (
-        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE}"
-        f" && if mkdir {STARTED_MARK} 2> /dev/null; then setsid nohup sh -c {_q(job_script(argv))}"
-        f" < /dev/null > /dev/null 2>&1 & echo $! > {PID_FILE}; fi;"
+        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE} && {begin}"
         f" tail -c +{int(offset) + 1} -s {TAIL_SLEEP}"
         f' --pid="$(cat -- {PID_FILE})" -f -- {OUTPUT_FILE} >&2;'
         f" cat -- {STATUS_FILE} 2> /dev/null; true"
@@ -136,9 +162,16 @@ def kill(workdir: str) -> str:
     return f'kill -TERM -- -"$(cat -- {_q(workdir + "/" + PID_FILE)})"'
 
 
-def fetch(workdir: str, patterns: Sequence[str] = ()) -> str:
+def fetch(workdir: str, patterns: Sequence[str] = (), waits: bool = False) -> str:
     """A tar stream of the working dir (all of it, or entries matching `patterns`), then wait
-    for the caller's verdict on stdin: `remove` deletes the dir (and says so on stderr)."""
+    for the caller's verdict on stdin: `remove` deletes the dir (and says so on stderr).
+
+    With `waits`, nothing happens before the line `fetch` arrives on stdin: `run` opens this
+    request while the command runs, so the remote login shell has started by the time the
+    results are wanted; closed without that line, it does nothing.
+    """
+    if waits:
+        return f"{FETCH_GO} && {fetch(workdir, patterns)}"
     verdict = (
         f'read -r reply && test "$reply" = remove && rm -rf -- {_q(workdir)} && echo removed >&2'
     )
@@ -284,11 +317,18 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
     workdir = _check_workdir(t[5], policy)
     if t[8] == "cd":
         offset = int(t[t.index("tail") + 2].lstrip("+")) - 1
-        argv = _parse_job(t[t.index("-c") + 1], policy)
-        return Operation("start", workdir=workdir, argv=argv, offset=offset)
-    heads = [i for i, word in enumerate(t) if word == "head"]
-    if not heads:
+        argv = _parse_job(t[t.index("nohup") + 3], policy)
+        files = _parse_items(t[: t.index("||")], workdir, policy) if "head" in t else ()
+        return Operation("start", workdir=workdir, argv=argv, offset=offset, files=files)
+    files = _parse_items(t, workdir, policy)
+    if not files:
         raise RefusedCommand("the command does not match any mint-ssh operation")
+    return Operation("upload", workdir=workdir, files=files)
+
+
+def _parse_items(t: list[str], workdir: str, policy: GatePolicy) -> tuple[UploadItem, ...]:
+    """The files of the `head -c SIZE > PART && checks` segments in `t`."""
+    heads = [i for i, word in enumerate(t) if word == "head"]
     files = []
     for start, end in zip(heads, [*heads[1:], len(t)]):
         part_workdir, name = _split_path(t[start + 4], policy, PART_SUFFIX)
@@ -300,7 +340,7 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
         if size < 0:
             raise RefusedCommand(f"negative size {size} for {name!r}")
         files.append(UploadItem(name, size, sha256))
-    return Operation("upload", workdir=workdir, files=tuple(files))
+    return tuple(files)
 
 
 def _parse_kill(t: list[str], policy: GatePolicy) -> Operation:
@@ -340,9 +380,9 @@ def rebuild(op: Operation) -> str:
     builders: dict[str, Callable[[Operation], str]] = {
         "make_workdir": lambda o: make_workdir(o.workdir),
         "upload": lambda o: upload(o.workdir, o.files),
-        "start": lambda o: start(o.workdir, o.argv, o.offset),
+        "start": lambda o: start(o.workdir, o.argv, o.offset, o.files),
         "kill": lambda o: kill(o.workdir),
-        "fetch": lambda o: fetch(o.workdir, o.patterns),
+        "fetch": lambda o: fetch(o.workdir, o.patterns, o.waits),
         "remove": lambda o: remove(o.workdir),
         "free_space": lambda o: free_space(o.workdir),
         "is_executable": lambda o: is_executable(o.name),
@@ -358,7 +398,12 @@ def parse(command: str, policy: GatePolicy) -> Operation:
     if "\n" in command or "\0" in command:
         raise RefusedCommand("the command contains a newline or NUL")
     try:
-        op = _parse_by_shape(_tokens(command), policy)
+        if command.startswith(FETCH_GO + " && "):
+            op = _parse_by_shape(_tokens(command[len(FETCH_GO) + 4 :]), policy)
+            if op is not None and op.kind == "fetch":
+                op = dataclasses.replace(op, waits=True)
+        else:
+            op = _parse_by_shape(_tokens(command), policy)
     except (IndexError, ValueError) as exc:
         if isinstance(exc, RefusedCommand):
             raise

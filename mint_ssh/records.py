@@ -29,6 +29,8 @@ class RunRecord:
     pid: Optional[int] = None
     exit_status: Optional[int] = None
     output_offset: int = 0
+    # The inputs travel on the start request, and that start is not known to have happened yet.
+    inputs_with_start: bool = False
     message: str = ""
     created_at: float = dataclasses.field(default_factory=time.time)
     updated_at: float = dataclasses.field(default_factory=time.time)

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional, TypeVar
 
@@ -21,12 +21,22 @@ from mint_common.errors import (
     UnavailableError,
 )
 from mint_common.files import SingleInstanceLock
+from mint_common.progress import transfer_progress
 from mint_ssh import protocol
 from mint_ssh.config import SshToolConfig
-from mint_ssh.connection import ConnectionLost, RemoteHost, refused_by_gate
+from mint_ssh.connection import ConnectionLost, ExecResult, RemoteHost, refused_by_gate
 from mint_ssh.hosts import HostSpec
 from mint_ssh.records import RunRecord, RunStore
-from mint_ssh.transfer import DownloadReport, extract_stream, upload_files
+from mint_ssh.transfer import (
+    UPLOAD_COMMAND_LIMIT,
+    DownloadReport,
+    extract_stream,
+    file_blocks,
+    log_uploaded,
+    upload_failed,
+    upload_files,
+    upload_items,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,6 +44,7 @@ OFFSET_SAVE_INTERVAL = 2.0
 STABLE_CONNECTION = 60.0
 
 Connector = Callable[[HostSpec], RemoteHost]
+Carried = tuple[Path, protocol.UploadItem]  # an input sent on the start request, as announced
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +101,8 @@ class RemoteRun:
         self.store = store
         self.connector = connector
         self.host: Optional[RemoteHost] = None
+        # The fetch request opened while the command runs, on the connection it belongs to.
+        self._waiting_fetch: Optional[tuple[RemoteHost, object]] = None
         self._last_offset_save = 0.0
 
     # --- connection handling ----------------------------------------------------------
@@ -102,6 +115,7 @@ class RemoteRun:
         return self.host
 
     def close(self) -> None:
+        self._waiting_fetch = None
         if self.host is not None:
             self.host.close()
             self.host = None
@@ -126,44 +140,74 @@ class RemoteRun:
 
     # --- the steps --------------------------------------------------------------------
 
-    def upload(self, record: RunRecord, request: RunRequest) -> None:
-        """Upload the inputs back to back in one request; after a dropped connection all of
-        them are sent again (uploads are idempotent)."""
+    def upload(self, record: RunRecord, request: RunRequest) -> list[Carried]:
+        """Connect; the inputs to carry on the start request's stdin. Only when that request
+        would grow past the argument limit do they go first in upload requests of their own
+        (back to back; after a dropped connection all of them are sent again: uploads are
+        idempotent)."""
         log.info("remote working dir %s:%s", self.spec.alias, record.workdir)
         self.connect()
         if not request.inputs:
-            return
+            return []
+        carried = self.describe(request.inputs)
+        start = protocol.start(record.workdir, record.command, 0, [item for _, item in carried])
+        if len(start.encode()) <= UPLOAD_COMMAND_LIMIT:
+            record.inputs_with_start = True
+            return carried
         self.with_reconnect(
             "upload",
             lambda host: upload_files(
                 host, record.workdir, request.inputs, verify_sha256=self.cfg.verify_sha256
             ),
         )
+        return []
 
-    def start_and_wait(self, record: RunRecord, timeout: Optional[float]) -> int:
-        """Start the command detached (unless it was started before) and follow it on the same
-        channel, reconnecting as needed; its exit status."""
+    def describe(self, inputs: Sequence[Path]) -> list[Carried]:
+        items = upload_items(inputs, verify_sha256=self.cfg.verify_sha256)
+        return list(zip(inputs, items))
+
+    def start_and_wait(
+        self, record: RunRecord, timeout: Optional[float], carried: Sequence[Carried] = ()
+    ) -> int:
+        """Start the command detached (unless it was started before; the `carried` inputs go
+        first on the same request) and follow it on the same channel, reconnecting as needed;
+        its exit status."""
         record.state = "running"
         self.store.save(record)
         command = record.command
+        items = [item for _, item in carried]
         log.info("following %s on %s (run %s)", command[0], self.spec.alias, record.run_id)
+        # The time limit counts from when the inputs have been sent: the command starts then.
         timer = _Timeout(timeout, lambda: self._kill(record))
-        try:
-            result = self.with_reconnect(
-                "following the remote command",
-                lambda h: h.watch(
-                    protocol.start(record.workdir, command, record.output_offset),
-                    lambda chunk: self._output(record, chunk),
-                ),
+
+        def start_and_follow(host: RemoteHost) -> ExecResult:
+            # Its remote login shell starts while the command runs, not after it.
+            waiting = protocol.fetch(record.workdir, record.get, waits=True)
+            self._waiting_fetch = (host, host.open_request(waiting))
+            return host.watch(
+                protocol.start(record.workdir, command, record.output_offset, items),
+                lambda chunk: self._output(record, chunk, items),
+                _with_progress(carried) if carried else (),
+                timer.start,
             )
+
+        try:
+            result = self.with_reconnect("following the remote command", start_and_follow)
         finally:
             timer.cancel()
         if result.status != 0:
             refused_by_gate(result)
+            if items and result.status == protocol.UPLOAD_FAILED:
+                record.state = "failed"
+                record.message = f"remote dir kept: {record.workdir}"
+                self.store.save(record)
+                raise upload_failed(record.workdir, items, result)
             raise JobFailed(
                 f"could not start {command[0]} on {self.spec.alias}:"
                 f" {result.error_text() or result.status}"
             )
+        if record.inputs_with_start:
+            self._inputs_in_place(record, items)
         return self._exit_status(record, result.text.strip(), timer.fired, timeout)
 
     def _exit_status(
@@ -186,7 +230,17 @@ class RemoteRun:
             )
         return int(text)
 
-    def _output(self, record: RunRecord, chunk: bytes) -> None:
+    def _inputs_in_place(self, record: RunRecord, items: Sequence[protocol.UploadItem]) -> None:
+        log_uploaded(items)
+        record.inputs_with_start = False
+        self.store.save(record)
+
+    def _output(
+        self, record: RunRecord, chunk: bytes, items: Sequence[protocol.UploadItem] = ()
+    ) -> None:
+        if record.inputs_with_start:
+            # Output exists only once the command has started, so its inputs are in place.
+            self._inputs_in_place(record, items)
         sys.stderr.buffer.write(chunk)
         sys.stderr.buffer.flush()
         record.output_offset += len(chunk)
@@ -214,9 +268,12 @@ class RemoteRun:
             outcome["report"] = report
             return not (record.keep or failed or report.refused)
 
-        result = self.with_reconnect(
-            "download", lambda h: h.fetch(protocol.fetch(record.workdir, record.get), unpack)
-        )
+        def fetch_from(host: RemoteHost) -> ExecResult:
+            waiting, self._waiting_fetch = self._waiting_fetch, None
+            opened = waiting[1] if waiting is not None and waiting[0] is host else None
+            return host.fetch(protocol.fetch(record.workdir, record.get), unpack, opened)
+
+        result = self.with_reconnect("download", fetch_from)
         report = outcome["report"]
         removed = "removed" in result.error_text().splitlines()
         if not removed:
@@ -245,13 +302,30 @@ def _kept_reason(record: RunRecord, report: DownloadReport, remote_error: str) -
     return f"remote tar: {remote_error}"
 
 
+def _with_progress(carried: Sequence[Carried]) -> Iterator[bytes]:
+    """The inputs' blocks, with a progress bar open only while they are sent."""
+    items = [item for _, item in carried]
+    label = items[0].name if len(items) == 1 else f"{len(items)} files"
+    with transfer_progress(f"upload {label}", sum(item.size for item in items)) as advance:
+        for block in file_blocks(list(carried)):
+            yield block
+            advance(len(block))
+
+
 class _Timeout:
+    """Runs `action` `seconds` after the first `start()` (a no-op without a limit)."""
+
     def __init__(self, seconds: Optional[float], action: Callable[[], None]) -> None:
         self.fired = False
+        self._started = False
         self._timer: Optional[threading.Timer] = None
         if seconds is not None:
             self._timer = threading.Timer(seconds, self._fire, args=(action,))
             self._timer.daemon = True
+
+    def start(self) -> None:
+        if self._timer is not None and not self._started:
+            self._started = True
             self._timer.start()
 
     def _fire(self, action: Callable[[], None]) -> None:
@@ -295,8 +369,8 @@ def run_job(
     run = RemoteRun(spec, cfg, store, connector)
     with SingleInstanceLock(store.lock_path(record.run_id)):
         try:
-            run.upload(record, request)
-            record.exit_status = run.start_and_wait(record, request.timeout)
+            carried = run.upload(record, request)
+            record.exit_status = run.start_and_wait(record, request.timeout, carried)
             return _finish(run, record)
         except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
             _explain_interrupted(record, exc)
@@ -327,13 +401,29 @@ def resume_job(
         run = RemoteRun(spec, cfg, store, connector)
         try:
             if record.state == "running":
-                record.exit_status = run.start_and_wait(record, None)
+                unconfirmed = run.describe(_unconfirmed_inputs(record))
+                record.exit_status = run.start_and_wait(record, None, unconfirmed)
             return _finish(run, record)
         except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
             _explain_interrupted(record, exc)
             raise
         finally:
             run.close()
+
+
+def _unconfirmed_inputs(record: RunRecord) -> tuple[Path, ...]:
+    """The inputs to send again with the start: those of a start not known to have happened
+    (the remote side discards them if it did)."""
+    if not record.inputs_with_start:
+        return ()
+    inputs = tuple(Path(p) for p in record.inputs)
+    for path in inputs:
+        if not path.is_file():
+            raise NoInputError(
+                f"run {record.run_id} may not have started yet and its input {path} is gone",
+                hint=f"restore {path}, or start the run again with `mint-ssh run`",
+            )
+    return inputs
 
 
 def _explain_interrupted(record: RunRecord, exc: BaseException) -> None:

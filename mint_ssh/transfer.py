@@ -14,7 +14,7 @@ from mint_common.errors import TransferError, UnsafePathError
 from mint_common.files import atomic_writer, safe_join
 from mint_common.progress import transfer_progress
 from mint_ssh import protocol
-from mint_ssh.connection import CHUNK, RemoteHost, refused_by_gate
+from mint_ssh.connection import CHUNK, ExecResult, RemoteHost, refused_by_gate
 from mint_ssh.tarstream import TarStream
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,23 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
 
 
+def upload_items(paths: Sequence[Path], *, verify_sha256: bool) -> list[protocol.UploadItem]:
+    """What the remote side is told about each input: name, size, sha256 (if checked)."""
+    return [
+        protocol.UploadItem(
+            path.name, path.stat().st_size, file_sha256(path) if verify_sha256 else ""
+        )
+        for path in paths
+    ]
+
+
 def upload_files(
     host: RemoteHost, workdir: str, paths: Sequence[Path], *, verify_sha256: bool
 ) -> None:
     """Stream the files back to back into their `.part` files in one request (or a few, for
     many names); the remote side checks each size (and sha256) before renaming it into place,
     so a broken upload never looks complete."""
-    items = [
-        protocol.UploadItem(
-            path.name, path.stat().st_size, file_sha256(path) if verify_sha256 else ""
-        )
-        for path in paths
-    ]
+    items = upload_items(paths, verify_sha256=verify_sha256)
     for batch in _batches(workdir, list(zip(paths, items))):
         _upload_batch(host, workdir, batch)
 
@@ -75,17 +80,27 @@ def _upload_batch(
     host: RemoteHost, workdir: str, batch: list[tuple[Path, protocol.UploadItem]]
 ) -> None:
     items = [item for _, item in batch]
-    names = ", ".join(item.name for item in items)
     label = items[0].name if len(items) == 1 else f"{len(items)} files"
     with transfer_progress(f"upload {label}", sum(item.size for item in items)) as advance:
-        result = host.upload(protocol.upload(workdir, items), _file_blocks(batch), advance)
+        result = host.upload(protocol.upload(workdir, items), file_blocks(batch), advance)
     if result.status != 0:
         refused_by_gate(result)
-        check = "size or sha256" if any(item.sha256 for item in items) else "size"
-        raise TransferError(
-            f"upload of {names} to {workdir} failed ({check} check on the remote side):"
-            f" {result.error_text() or f'exit status {result.status}'}"
-        )
+        raise upload_failed(workdir, items, result)
+    log_uploaded(items)
+
+
+def upload_failed(
+    workdir: str, items: Sequence[protocol.UploadItem], result: ExecResult
+) -> TransferError:
+    names = ", ".join(item.name for item in items)
+    check = "size or sha256" if any(item.sha256 for item in items) else "size"
+    return TransferError(
+        f"upload of {names} to {workdir} failed ({check} check on the remote side):"
+        f" {result.error_text() or f'exit status {result.status}'}"
+    )
+
+
+def log_uploaded(items: Sequence[protocol.UploadItem]) -> None:
     for item in items:
         log.info(
             "uploaded %s (%d bytes%s)",
@@ -95,7 +110,7 @@ def _upload_batch(
         )
 
 
-def _file_blocks(batch: list[tuple[Path, protocol.UploadItem]]) -> Iterator[bytes]:
+def file_blocks(batch: list[tuple[Path, protocol.UploadItem]]) -> Iterator[bytes]:
     """The files of a batch back to back, each exactly the size announced in the command."""
     for path, item in batch:
         with open(path, "rb") as handle:

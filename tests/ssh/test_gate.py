@@ -64,6 +64,8 @@ def test_gate_refuses_a_program_not_allowed(gated: SshSetup) -> None:
         protocol.remove(f"/tmp/{RUN_ID}") + "; cat /etc/passwd",
         protocol.fetch("/etc"),
         "internal-sftp",
+        protocol.start(f"/tmp/{RUN_ID}", ["bash"], 0, [protocol.UploadItem("evil", 1)]),
+        protocol.start(f"/root/{RUN_ID}", ["sh"], 0, [protocol.UploadItem("evil", 1)]),
     ],
     ids=[
         "cat-passwd",
@@ -74,6 +76,8 @@ def test_gate_refuses_a_program_not_allowed(gated: SshSetup) -> None:
         "appended-command",
         "tar-of-etc",
         "sftp-subsystem",
+        "start-with-inputs-of-other-program",
+        "start-with-inputs-outside-base",
     ],
 )
 def test_gate_refuses_other_requests(gated: SshSetup, command: str) -> None:
@@ -117,3 +121,13 @@ def test_decide_expands_home_in_allowed_programs(monkeypatch: pytest.MonkeyPatch
     assert decide(protocol.start(workdir, ["/home/mint/bin/solve.sh"]), policy).kind == "start"
     with pytest.raises(AuthError):
         decide(protocol.start(workdir, ["/home/other/bin/solve.sh"]), policy)
+
+
+def test_decide_allows_a_start_carrying_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/mint")
+    policy = make_policy(["/tmp"], ["~/bin/solve.sh"])
+    items = [protocol.UploadItem("入力 'a'.dat", 10_240, "ab" * 32), protocol.UploadItem("b", 0)]
+    op = decide(protocol.start(f"/tmp/{RUN_ID}", ["~/bin/solve.sh"], 5, items), policy)
+    assert (op.kind, op.files, op.offset) == ("start", tuple(items), 5)
+    with pytest.raises(AuthError):
+        decide(protocol.start(f"/tmp/{RUN_ID}", ["/bin/sh"], 0, items), policy)

@@ -44,10 +44,29 @@ def test_start_round_trips(rest: list[str], offset: int) -> None:
     assert (op.kind, op.argv, op.offset) == ("start", tuple(argv), offset)
 
 
+@given(
+    rest=args,
+    offset=st.integers(min_value=0, max_value=2**40),
+    files=st.lists(upload_items, min_size=1, max_size=5),
+)
+def test_start_with_inputs_round_trips(
+    rest: list[str], offset: int, files: list[protocol.UploadItem]
+) -> None:
+    argv = ["~/bin/run.sh", *rest]
+    op = protocol.parse(protocol.start(WORKDIR, argv, offset, files), POLICY)
+    assert (op.kind, op.argv, op.offset, op.files) == ("start", tuple(argv), offset, tuple(files))
+
+
 @given(patterns=st.lists(names, min_size=1, max_size=4))
 def test_fetch_round_trips(patterns: list[str]) -> None:
     op = protocol.parse(protocol.fetch(WORKDIR, patterns), POLICY)
     assert (op.kind, op.patterns) == ("fetch", tuple(patterns))
+
+
+@given(patterns=st.lists(names, max_size=4))
+def test_waiting_fetch_round_trips(patterns: list[str]) -> None:
+    op = protocol.parse(protocol.fetch(WORKDIR, patterns, waits=True), POLICY)
+    assert (op.kind, op.patterns, op.waits) == ("fetch", tuple(patterns), True)
 
 
 @pytest.mark.parametrize(
@@ -93,6 +112,29 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         (protocol.upload(WORKDIR, [ITEM]).replace("head -c", "head -n"), "does not match"),
         (protocol.start(WORKDIR, ["sh"]).replace("sh -c", "bash -c", 1), "does not match"),
         ("tar -c -f - -C /etc -- .", "not <base>/<run id>"),
+        (protocol.start(WORKDIR, ["bash"], 0, [ITEM]), "not in the allowed list"),
+        (protocol.start(f"/var/{RUN_ID}", ["sh"], 0, [ITEM]), "outside the work base"),
+        (
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace(
+                f"> {WORKDIR}/x", f"> /tmp/{'0' * 32}/x", 1
+            ),
+            "two different working dirs",
+        ),
+        (
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("head -c 1", "head -c -1"),
+            "negative size",
+        ),
+        (
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("cat > /dev/null", "cat > /etc/x"),
+            "does not match",
+        ),
+        (
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("|| exit 74", "|| true", 1),
+            "does not match",
+        ),
+        (f"{protocol.FETCH_GO} && {protocol.remove(WORKDIR)}", "does not match"),
+        (f"{protocol.FETCH_GO} && {protocol.fetch('/etc')}", "not <base>/<run id>"),
+        (protocol.fetch(WORKDIR, waits=True).replace("= fetch", "= x"), "does not match"),
     ],
     ids=[
         "interactive-shell",
@@ -114,6 +156,15 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         "head-lines-not-bytes",
         "other-shell",
         "tar-etc",
+        "start-inputs-program-not-allowed",
+        "start-inputs-outside-base",
+        "start-inputs-into-another-workdir",
+        "start-inputs-negative-size",
+        "start-inputs-discard-elsewhere",
+        "start-inputs-ignoring-a-failed-check",
+        "waiting-remove",
+        "waiting-tar-of-etc",
+        "waiting-other-word",
     ],
 )
 def test_other_commands_are_refused(command: str, reason: str) -> None:
