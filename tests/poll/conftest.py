@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -148,3 +150,29 @@ def fetch(workflow: DistcompApi, accept_id: str, tmp_path: Path) -> dict[str, by
 
 def poll_env() -> dict[str, str]:
     return {**os.environ, "NO_COLOR": "1"}
+
+
+class _HtmlPage(http.server.BaseHTTPRequestHandler):
+    """What a captive or corporate proxy answers: HTTP 200 with an HTML page, not JSON."""
+
+    def do_GET(self) -> None:
+        body = b"<html>corporate proxy login</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def html_proxy_url() -> Iterator[str]:
+    """The URL of a loopback server that answers every GET with an HTML page."""
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), _HtmlPage)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

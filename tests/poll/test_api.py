@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
 import pytest
@@ -314,31 +313,10 @@ def test_retries_exhausted_is_unavailable() -> None:
         api.calc_request(SITE)
 
 
-def test_non_json_reply_names_the_problem() -> None:
-    port = free_port()
-    import http.server
-
-    class Html(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html>proxy login</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    httpd = http.server.HTTPServer(("127.0.0.1", port), Html)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        api = DistcompApi(f"http://127.0.0.1:{port}", TOKEN, retry=FAST)
-        with api, pytest.raises(UnavailableError, match=r"not JSON.*proxy login"):
-            api.calc_request(SITE)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_non_json_reply_names_the_problem(html_proxy_url: str) -> None:
+    api = DistcompApi(html_proxy_url, TOKEN, retry=FAST)
+    with api, pytest.raises(UnavailableError, match=r"not JSON.*proxy login"):
+        api.calc_request(SITE)
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")

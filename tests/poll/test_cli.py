@@ -358,31 +358,10 @@ def test_check_fails_for_each_broken_piece(
     assert [name for name, s in checks.items() if s == "fail"] == [failing]
 
 
-def test_check_fails_the_api_row_when_something_else_answers(tmp_path: Path) -> None:
-    import http.server
-    import threading
-
-    class Proxy(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html>corporate proxy</html>"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            return None
-
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        config = write_config(
-            tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}", min_free_mb=1
-        )
-        status, checks = check_json(config)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_check_fails_the_api_row_when_something_else_answers(
+    tmp_path: Path, html_proxy_url: str
+) -> None:
+    status, checks = check_json(write_config(tmp_path, html_proxy_url, min_free_mb=1))
     assert status == 1
     assert checks["api"] == "fail" and checks["token"] == "skip" and checks["site_id"] == "skip"
 
