@@ -10,6 +10,10 @@ from typing import Any, Optional, Union
 
 from mint_common.errors import ConfigError
 from mint_ssh.config import HostEntry, SshToolConfig
+from mint_ssh.lazyimport import defer_import
+
+# paramiko.config imports invoke (about 50 ms of start-up) only to run `Match exec` lines.
+defer_import("invoke")
 
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 

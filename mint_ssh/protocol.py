@@ -8,6 +8,11 @@ policy (work base, allowed programs), and the command is rebuilt from them.
 Only a command identical to its rebuilt form passes, so quoting tricks and
 appended shell syntax cannot slip through.
 
+A run sends one request in the common case: the start request carries the
+inputs on stdin, streams the command's output on stderr, prints the exit
+status on stdout, then waits for `fetch` on stdin and sends the results back
+as a tar stream (see `start`).
+
 Layout of a run's working directory `<base>/<32 hex digits>`:
   inputs and results          (downloaded at the end)
   .mint-ssh/output            stdout+stderr of the command (streamed to the caller)
@@ -35,6 +40,12 @@ RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 UPLOAD_FAILED = 74  # exit status of a start request whose inputs failed their checks
 TAIL_SLEEP = "0.02"  # how often tail checks whether the job is still alive (its end shows within)
 FETCH_GO = 'read -r go && test "$go" = fetch'
+# Copies exactly `count` bytes of stdin (GNU dd reads no more than that) in 1 MiB writes;
+# `head -c` copied 8 KiB at a time, which held uploads back.
+RECEIVE = "dd bs=1M iflag=fullblock,count_bytes status=none"
+REMOVED = "removed"  # the last line of a fetch's stdout when the working dir was removed
+_THEN_FETCH = f" if cat -- {STATUS_FILE} 2> /dev/null; then {FETCH_GO} && "
+_FI = "; fi"
 
 _q = shlex.quote
 
@@ -63,7 +74,6 @@ class Operation:
     offset: int = 0
     files: tuple[UploadItem, ...] = ()
     patterns: tuple[str, ...] = ()
-    waits: bool = False
 
 
 def workdir_path(base: str, run_id: str) -> str:
@@ -96,7 +106,7 @@ def _receive_one(workdir: str, item: UploadItem) -> str:
     checks = f"test $(wc -c < {part}) -eq {int(item.size)}"
     if item.sha256:
         checks += f" && sha256sum < {part} | grep -q -x -- {_q(item.sha256 + '  -')}"
-    return f"head -c {int(item.size)} > {part} && {checks}"
+    return f"{RECEIVE} count={int(item.size)} > {part} && {checks}"
 
 
 def _rename_one(workdir: str, item: UploadItem) -> str:
@@ -111,7 +121,7 @@ def upload(workdir: str, files: Sequence[UploadItem]) -> str:
     """Create the working dir if needed; then for each file in turn, copy its `size` bytes from
     stdin (the files back to back) into `<name>.part`, check it and rename it into place.
 
-    GNU `head -c` reads no more than it was asked for, so one request carries many files.
+    `RECEIVE` reads no more than it was asked for, so one request carries many files.
     """
     return " && ".join([_mkdirs(workdir), *(_upload_one(workdir, item) for item in files)])
 
@@ -125,16 +135,22 @@ def job_script(argv: Sequence[str]) -> str:
 
 
 def start(
-    workdir: str, argv: Sequence[str], offset: int = 0, files: Sequence[UploadItem] = ()
+    workdir: str,
+    argv: Sequence[str],
+    offset: int = 0,
+    files: Sequence[UploadItem] = (),
+    patterns: Sequence[str] = (),
 ) -> str:
     """Start the command detached (own session, no terminal) unless it was started already,
-    then follow it: its output on stderr from byte `offset`, its exit status on stdout at the end.
+    follow it: its output on stderr from byte `offset`, its exit status on stdout when it
+    ends; then, once the line `fetch` arrives on stdin, `fetch(workdir, patterns)`.
 
     Sending it again after a dropped connection is safe: `mkdir started` lets only one start.
     With `files`, the inputs come first on stdin, as for `upload`; a request that finds the
     command started already discards them (so a reconnect never writes into a running job),
     otherwise all of them must pass their checks (else exit 74) before the one request that
-    makes `started` renames them into place and starts the command.
+    makes `started` renames them into place and starts the command. Without an exit status
+    (the job was killed, say), or with stdin closed instead of `fetch`, it ends there.
     """
     launch = (
         f"setsid nohup sh -c {_q(job_script(argv))} < /dev/null > /dev/null 2>&1 &"
@@ -145,7 +161,8 @@ def start(
         receive = " && ".join(_receive_one(workdir, item) for item in files)
         rename = " && ".join(_rename_one(workdir, item) for item in files)
         begin = (
-            f"if test -d {STARTED_MARK}; then cat > /dev/null; else {receive}"
+            f"if test -d {STARTED_MARK}; then head -c {sum(int(i.size) for i in files)}"
+            f" > /dev/null; else {receive}"
             f" || exit {UPLOAD_FAILED}; if mkdir {STARTED_MARK} 2> /dev/null; then {rename}"
             f" || exit {UPLOAD_FAILED}; {launch} fi; fi;"
         )
@@ -153,7 +170,7 @@ def start(
         f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE} && {begin}"
         f" tail -c +{int(offset) + 1} -s {TAIL_SLEEP}"
         f' --pid="$(cat -- {PID_FILE})" -f -- {OUTPUT_FILE} >&2;'
-        f" cat -- {STATUS_FILE} 2> /dev/null; true"
+        f"{_THEN_FETCH}{fetch(workdir, patterns)}{_FI}"
     )
 
 
@@ -162,18 +179,11 @@ def kill(workdir: str) -> str:
     return f'kill -TERM -- -"$(cat -- {_q(workdir + "/" + PID_FILE)})"'
 
 
-def fetch(workdir: str, patterns: Sequence[str] = (), waits: bool = False) -> str:
+def fetch(workdir: str, patterns: Sequence[str] = ()) -> str:
     """A tar stream of the working dir (all of it, or entries matching `patterns`), then wait
-    for the caller's verdict on stdin: `remove` deletes the dir (and says so on stderr).
-
-    With `waits`, nothing happens before the line `fetch` arrives on stdin: `run` opens this
-    request while the command runs, so the remote login shell has started by the time the
-    results are wanted; closed without that line, it does nothing.
-    """
-    if waits:
-        return f"{FETCH_GO} && {fetch(workdir, patterns)}"
+    for the caller's verdict on stdin: `remove` deletes the dir and prints `removed`."""
     verdict = (
-        f'read -r reply && test "$reply" = remove && rm -rf -- {_q(workdir)} && echo removed >&2'
+        f'read -r reply && test "$reply" = remove && rm -rf -- {_q(workdir)} && echo {REMOVED}'
     )
     if not patterns:
         return f"tar -c -f - -C {_q(workdir)} --exclude=./{CONTROL_DIR} -- . && {verdict}"
@@ -318,7 +328,9 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
     if t[8] == "cd":
         offset = int(t[t.index("tail") + 2].lstrip("+")) - 1
         argv = _parse_job(t[t.index("nohup") + 3], policy)
-        files = _parse_items(t[: t.index("||")], workdir, policy) if "head" in t else ()
+        files: tuple[UploadItem, ...] = ()
+        if "dd" in t:  # the inputs it receives, after the branch that discards them
+            files = _parse_items(t[t.index("else") + 1 : t.index("||")], workdir, policy)
         return Operation("start", workdir=workdir, argv=argv, offset=offset, files=files)
     files = _parse_items(t, workdir, policy)
     if not files:
@@ -327,16 +339,18 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
 
 
 def _parse_items(t: list[str], workdir: str, policy: GatePolicy) -> tuple[UploadItem, ...]:
-    """The files of the `head -c SIZE > PART && checks` segments in `t`."""
-    heads = [i for i, word in enumerate(t) if word == "head"]
+    """The files of the `RECEIVE count=SIZE > PART && checks` segments in `t`."""
+    receives = [i for i, word in enumerate(t) if word == "dd"]
     files = []
-    for start, end in zip(heads, [*heads[1:], len(t)]):
-        part_workdir, name = _split_path(t[start + 4], policy, PART_SUFFIX)
+    for start, end in zip(receives, [*receives[1:], len(t)]):
+        part_workdir, name = _split_path(t[start + 6], policy, PART_SUFFIX)
         if part_workdir != workdir:
             raise RefusedCommand("the upload names two different working dirs")
         segment = t[start:end]
         sha256 = segment[segment.index("-x") + 2][: -len("  -")] if "sha256sum" in segment else ""
-        size = int(t[start + 2])
+        if not t[start + 4].startswith("count="):
+            raise RefusedCommand("the command does not match any mint-ssh operation")
+        size = int(t[start + 4].removeprefix("count="))
         if size < 0:
             raise RefusedCommand(f"negative size {size} for {name!r}")
         files.append(UploadItem(name, size, sha256))
@@ -380,15 +394,29 @@ def rebuild(op: Operation) -> str:
     builders: dict[str, Callable[[Operation], str]] = {
         "make_workdir": lambda o: make_workdir(o.workdir),
         "upload": lambda o: upload(o.workdir, o.files),
-        "start": lambda o: start(o.workdir, o.argv, o.offset, o.files),
+        "start": lambda o: start(o.workdir, o.argv, o.offset, o.files, o.patterns),
         "kill": lambda o: kill(o.workdir),
-        "fetch": lambda o: fetch(o.workdir, o.patterns, o.waits),
+        "fetch": lambda o: fetch(o.workdir, o.patterns),
         "remove": lambda o: remove(o.workdir),
         "free_space": lambda o: free_space(o.workdir),
         "is_executable": lambda o: is_executable(o.name),
         "noop": lambda o: noop(),
     }
     return builders[op.kind](op)
+
+
+def _parse_start_then_fetch(command: str, policy: GatePolicy) -> Optional[Operation]:
+    """A start request: its own part, then the fetch it ends with (same working dir)."""
+    own, _, then = command.rpartition(_THEN_FETCH)
+    if not then.endswith(_FI):
+        return None
+    started = _parse_by_shape(_tokens(own), policy)
+    fetched = _parse_by_shape(_tokens(then[: -len(_FI)]), policy)
+    if started is None or fetched is None or (started.kind, fetched.kind) != ("start", "fetch"):
+        return None
+    if fetched.workdir != started.workdir:
+        raise RefusedCommand("the start and its fetch name two different working dirs")
+    return dataclasses.replace(started, patterns=fetched.patterns)
 
 
 def parse(command: str, policy: GatePolicy) -> Operation:
@@ -398,10 +426,8 @@ def parse(command: str, policy: GatePolicy) -> Operation:
     if "\n" in command or "\0" in command:
         raise RefusedCommand("the command contains a newline or NUL")
     try:
-        if command.startswith(FETCH_GO + " && "):
-            op = _parse_by_shape(_tokens(command[len(FETCH_GO) + 4 :]), policy)
-            if op is not None and op.kind == "fetch":
-                op = dataclasses.replace(op, waits=True)
+        if _THEN_FETCH in command:
+            op = _parse_start_then_fetch(command, policy)
         else:
             op = _parse_by_shape(_tokens(command), policy)
     except (IndexError, ValueError) as exc:

@@ -101,7 +101,7 @@ class RemoteRun:
         self.store = store
         self.connector = connector
         self.host: Optional[RemoteHost] = None
-        # The fetch request opened while the command runs, on the connection it belongs to.
+        # The start request waiting to send the results, on the connection it belongs to.
         self._waiting_fetch: Optional[tuple[RemoteHost, object]] = None
         self._last_offset_save = 0.0
 
@@ -150,7 +150,8 @@ class RemoteRun:
         if not request.inputs:
             return []
         carried = self.describe(request.inputs)
-        start = protocol.start(record.workdir, record.command, 0, [item for _, item in carried])
+        items = [item for _, item in carried]
+        start = protocol.start(record.workdir, record.command, 0, items, record.get)
         if len(start.encode()) <= UPLOAD_COMMAND_LIMIT:
             record.inputs_with_start = True
             return carried
@@ -171,7 +172,7 @@ class RemoteRun:
     ) -> int:
         """Start the command detached (unless it was started before; the `carried` inputs go
         first on the same request) and follow it on the same channel, reconnecting as needed;
-        its exit status."""
+        its exit status. The request then waits to send the results (`fetch_and_clean`)."""
         record.state = "running"
         self.store.save(record)
         command = record.command
@@ -181,15 +182,15 @@ class RemoteRun:
         timer = _Timeout(timeout, lambda: self._kill(record))
 
         def start_and_follow(host: RemoteHost) -> ExecResult:
-            # Its remote login shell starts while the command runs, not after it.
-            waiting = protocol.fetch(record.workdir, record.get, waits=True)
-            self._waiting_fetch = (host, host.open_request(waiting))
-            return host.watch(
-                protocol.start(record.workdir, command, record.output_offset, items),
+            result = host.watch(
+                protocol.start(record.workdir, command, record.output_offset, items, record.get),
                 lambda chunk: self._output(record, chunk, items),
                 _with_progress(carried) if carried else (),
                 timer.start,
             )
+            if result.pending is not None:
+                self._waiting_fetch = (host, result.pending)
+            return result
 
         try:
             result = self.with_reconnect("following the remote command", start_and_follow)
@@ -274,8 +275,12 @@ class RemoteRun:
             return host.fetch(protocol.fetch(record.workdir, record.get), unpack, opened)
 
         result = self.with_reconnect("download", fetch_from)
+        if result.stderr:
+            # remote tar's warnings, or the last of the command's output if it came late
+            sys.stderr.buffer.write(result.stderr)
+            sys.stderr.buffer.flush()
         report = outcome["report"]
-        removed = "removed" in result.error_text().splitlines()
+        removed = result.stdout.endswith(f"{protocol.REMOVED}\n".encode())
         if not removed:
             log.warning(
                 "kept the remote working dir %s:%s (%s)",

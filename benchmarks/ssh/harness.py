@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -60,8 +59,3 @@ def seconds(fn: Callable[[], None]) -> float:
     began = time.perf_counter()
     fn()
     return time.perf_counter() - began
-
-
-def median_seconds(fn: Callable[[], None], repeats: int) -> tuple[float, list[float]]:
-    samples = [seconds(fn) for _ in range(repeats)]
-    return statistics.median(samples), samples

@@ -11,6 +11,8 @@ from mint_ssh import protocol
 RUN_ID = "fedcba9876543210fedcba9876543210"
 WORKDIR = f"/tmp/{RUN_ID}"
 ITEM = protocol.UploadItem("x", 1)
+OTHER = f"/tmp/{'0' * 32}"
+START = protocol.start(WORKDIR, ["sh"])
 POLICY = protocol.GatePolicy(
     bases=("/tmp", "/work base"), allowed=("~/bin/run.sh", "sh"), home="/h"
 )
@@ -37,11 +39,27 @@ def test_upload_round_trips(files: list[protocol.UploadItem]) -> None:
     assert (op.kind, op.workdir, op.files) == ("upload", WORKDIR, tuple(files))
 
 
-@given(rest=args, offset=st.integers(min_value=0, max_value=2**40))
-def test_start_round_trips(rest: list[str], offset: int) -> None:
+@given(
+    rest=args,
+    offset=st.integers(min_value=0, max_value=2**40),
+    patterns=st.lists(names, max_size=4),
+)
+def test_start_round_trips(rest: list[str], offset: int, patterns: list[str]) -> None:
     argv = ["~/bin/run.sh", *rest]
-    op = protocol.parse(protocol.start(WORKDIR, argv, offset), POLICY)
-    assert (op.kind, op.argv, op.offset) == ("start", tuple(argv), offset)
+    op = protocol.parse(protocol.start(WORKDIR, argv, offset, (), patterns), POLICY)
+    assert (op.kind, op.argv, op.offset, op.patterns) == (
+        "start",
+        tuple(argv),
+        offset,
+        tuple(patterns),
+    )
+
+
+def test_a_command_that_looks_like_the_fetch_step_still_round_trips() -> None:
+    start = protocol.start(WORKDIR, ["sh"], 0, [ITEM], ["out"])
+    lookalike = ["sh", "-c", start.partition("/dev/null;")[2]]
+    op = protocol.parse(protocol.start(WORKDIR, lookalike, 0, [ITEM], ["out"]), POLICY)
+    assert (op.argv, op.files, op.patterns) == (tuple(lookalike), (ITEM,), ("out",))
 
 
 @given(
@@ -61,12 +79,6 @@ def test_start_with_inputs_round_trips(
 def test_fetch_round_trips(patterns: list[str]) -> None:
     op = protocol.parse(protocol.fetch(WORKDIR, patterns), POLICY)
     assert (op.kind, op.patterns) == ("fetch", tuple(patterns))
-
-
-@given(patterns=st.lists(names, max_size=4))
-def test_waiting_fetch_round_trips(patterns: list[str]) -> None:
-    op = protocol.parse(protocol.fetch(WORKDIR, patterns, waits=True), POLICY)
-    assert (op.kind, op.patterns, op.waits) == ("fetch", tuple(patterns), True)
 
 
 @pytest.mark.parametrize(
@@ -102,14 +114,18 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
             protocol.upload(WORKDIR, [ITEM]).replace(f"> {WORKDIR}/x", f"> /tmp/{'0' * 32}/x", 1),
             "two different working dirs",
         ),
-        (protocol.upload(WORKDIR, [ITEM]).replace("head -c 1", "head -c -1"), "negative size"),
+        (protocol.upload(WORKDIR, [ITEM]).replace("count=1 ", "count=-1 "), "negative size"),
         (protocol.remove("/tmp"), "not <base>/<run id>"),
         (protocol.remove(WORKDIR) + " /etc", "does not match"),
         (protocol.remove(WORKDIR) + "\nrm -rf /", "newline"),
         (protocol.free_space("/etc"), "not a work base"),
         (protocol.is_executable("/bin/bash"), "not in the allowed list"),
         (protocol.kill(WORKDIR).replace(".mint-ssh/pid", "x"), "pid"),
-        (protocol.upload(WORKDIR, [ITEM]).replace("head -c", "head -n"), "does not match"),
+        (protocol.upload(WORKDIR, [ITEM]).replace(",count_bytes", ""), "does not match"),
+        (
+            protocol.upload(WORKDIR, [ITEM]).replace("status=none", "status=none of=/etc/x"),
+            "does not end in",
+        ),
         (protocol.start(WORKDIR, ["sh"]).replace("sh -c", "bash -c", 1), "does not match"),
         ("tar -c -f - -C /etc -- .", "not <base>/<run id>"),
         (protocol.start(WORKDIR, ["bash"], 0, [ITEM]), "not in the allowed list"),
@@ -121,20 +137,28 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
             "two different working dirs",
         ),
         (
-            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("head -c 1", "head -c -1"),
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("count=1 ", "count=-1 "),
             "negative size",
         ),
         (
-            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("cat > /dev/null", "cat > /etc/x"),
+            protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace(
+                "head -c 1 > /dev/null", "head -c 1 > /etc/x", 1
+            ),
             "does not match",
         ),
         (
             protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace("|| exit 74", "|| true", 1),
             "does not match",
         ),
-        (f"{protocol.FETCH_GO} && {protocol.remove(WORKDIR)}", "does not match"),
-        (f"{protocol.FETCH_GO} && {protocol.fetch('/etc')}", "not <base>/<run id>"),
-        (protocol.fetch(WORKDIR, waits=True).replace("= fetch", "= x"), "does not match"),
+        (START.replace(protocol.fetch(WORKDIR), protocol.fetch(OTHER)), "two different"),
+        (START.replace(protocol.fetch(WORKDIR), protocol.fetch("/etc")), "not <base>/<run id>"),
+        (START.replace(protocol.fetch(WORKDIR), protocol.remove(WORKDIR)), "does not match"),
+        (START.replace(protocol.fetch(WORKDIR), "sh"), "does not match"),
+        (START.rpartition(" if cat")[0] + " cat -- .mint-ssh/status; true", "does not match"),
+        (START + "; rm -rf /", "does not match"),
+        (START.replace("= fetch", "= x"), "does not match"),
+        (START.replace("echo removed", "echo removed; id"), "does not match"),
+        (f"{protocol.FETCH_GO} && {protocol.fetch(WORKDIR)}", "does not match"),
     ],
     ids=[
         "interactive-shell",
@@ -153,7 +177,8 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         "df-elsewhere",
         "test-other-program",
         "kill-other-pid",
-        "head-lines-not-bytes",
+        "dd-count-in-blocks",
+        "dd-extra-output",
         "other-shell",
         "tar-etc",
         "start-inputs-program-not-allowed",
@@ -162,9 +187,15 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         "start-inputs-negative-size",
         "start-inputs-discard-elsewhere",
         "start-inputs-ignoring-a-failed-check",
-        "waiting-remove",
-        "waiting-tar-of-etc",
-        "waiting-other-word",
+        "start-fetching-another-workdir",
+        "start-fetching-etc",
+        "start-then-remove",
+        "start-then-shell",
+        "start-without-fetch-step",
+        "start-with-appended-command",
+        "start-other-go-word",
+        "fetch-appended-command",
+        "fetch-step-alone",
     ],
 )
 def test_other_commands_are_refused(command: str, reason: str) -> None:

@@ -1,4 +1,5 @@
-"""Inputs carried on the start request: two requests per run, and no second start or upload."""
+"""Inputs carried on the start request, results sent back on it: one request per run, and no
+second start or upload."""
 
 from __future__ import annotations
 
@@ -40,10 +41,6 @@ class _RecordingHost:
     ) -> ExecResult:
         self.commands.append(command)
         return self.conn.upload(command, blocks, advance)
-
-    def open_request(self, command: str) -> object:
-        self.commands.append(command)
-        return self.conn.open_request(command)
 
     def fetch(
         self, command: str, unpack: Callable[[BinaryIO], bool], opened: object = None
@@ -98,7 +95,7 @@ def bench(setup: SshSetup) -> _Bench:
     return _Bench(setup)
 
 
-def test_a_small_run_makes_two_requests(setup: SshSetup, bench: _Bench) -> None:
+def test_a_small_run_makes_one_request(setup: SshSetup, bench: _Bench) -> None:
     inputs = [
         setup.input_file("入力.txt", "データ\n".encode()),
         setup.input_file('it\'s a "name".dat', os.urandom(10_000)),
@@ -112,9 +109,9 @@ def test_a_small_run_makes_two_requests(setup: SshSetup, bench: _Bench) -> None:
     )
     outcome = run_job(bench.spec, bench.cfg, request, bench.connector)
     assert outcome.exit_status == 0
-    # The fetch request goes out just before the start, and waits for the command to end.
-    fetch, start = bench.operations()
-    assert (fetch.kind, fetch.waits, start.kind) == ("fetch", True, "start")
+    # The start carries the inputs in and, once the command has ended, the results out.
+    (start,) = bench.operations()
+    assert (start.kind, start.patterns) == ("start", ())
     assert [item.name for item in start.files] == [p.name for p in inputs]
     assert (setup.dest / "出力.txt").read_text() == "データ\n"
     for path in inputs:
@@ -142,10 +139,11 @@ def test_inputs_too_long_for_the_start_go_in_upload_requests_first(
     outcome = run_job(bench.spec, bench.cfg, request, bench.connector)
     assert outcome.exit_status == 0
     kinds = [op.kind for op in bench.operations()]
-    assert kinds[-2:] == ["fetch", "start"] and set(kinds[:-2]) == {"upload"}
-    assert len(kinds) > 3
+    assert kinds[-1] == "start" and set(kinds[:-1]) == {"upload"}
+    assert len(kinds) > 2
     assert all(len(command.encode()) <= UPLOAD_COMMAND_LIMIT for command in bench.commands)
-    assert bench.operations()[-2].files == ()
+    assert bench.operations()[-1].files == ()
+    assert bench.operations()[-1].patterns == ("count.txt",)
     uploaded = [item.name for op in bench.operations() for item in op.files]
     assert uploaded == [p.name for p in inputs]
     assert (setup.dest / "count.txt").read_text().strip() == "90"
@@ -215,8 +213,8 @@ def test_resume_of_an_unconfirmed_start_sends_the_inputs(setup: SshSetup, bench:
     outcome = resume_job(RUN_ID, lambda alias: bench.spec, bench.cfg, bench.connector)
     assert outcome.exit_status == 0
     assert (setup.dest / "out.txt").read_bytes() == b"resumed input\n"
-    assert [op.kind for op in bench.operations()] == ["fetch", "start"]
-    assert bench.operations()[1].files[0].name == "in.txt"
+    assert [op.kind for op in bench.operations()] == ["start"]
+    assert bench.operations()[0].files[0].name == "in.txt"
 
 
 def test_timeout_with_inputs_stops_the_command(setup: SshSetup) -> None:
@@ -232,7 +230,9 @@ def test_timeout_with_inputs_stops_the_command(setup: SshSetup) -> None:
     shutil.rmtree(kept)
 
 
-def test_a_waiting_fetch_that_ended_early_is_sent_afresh(setup: SshSetup, bench: _Bench) -> None:
+def test_a_start_that_ended_after_its_status_is_fetched_afresh(
+    setup: SshSetup, bench: _Bench
+) -> None:
     workdir = bench.base / RUN_ID
     workdir.mkdir()
     (workdir / "result.txt").write_text("r\n")
@@ -244,13 +244,14 @@ def test_a_waiting_fetch_that_ended_early_is_sent_afresh(setup: SshSetup, bench:
         return True
 
     try:
-        # As an older gate would: the waiting request ends at once, refused.
-        opened = conn.open_request("exit 77")
-        wait_for(opened.exit_status_ready, what="the early end")  # type: ignore[attr-defined]
-        result = conn.fetch(protocol.fetch(str(workdir)), unpack, opened)
+        # A request that prints a status line and ends instead of waiting for `fetch`.
+        paused = conn.watch("echo 0", lambda chunk: None)
+        assert paused.stdout == b"0\n" and paused.pending is not None
+        wait_for(paused.pending.exit_status_ready, what="the early end")  # type: ignore[attr-defined]
+        result = conn.fetch(protocol.fetch(str(workdir)), unpack, paused.pending)
     finally:
         conn.close()
-    assert result.status == 0 and "removed" in result.error_text()
+    assert result.status == 0 and result.stdout.endswith(b"removed\n")
     assert [r.files for r in reports] == [1]
     assert (setup.dest / "result.txt").read_text() == "r\n"
     assert not workdir.exists()
