@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
@@ -56,10 +57,12 @@ def gated_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawaySs
 
 
 class TcpRelay:
-    """Forwards 127.0.0.1:<port> to a target port; `drop_all()` cuts every live connection."""
+    """Forwards 127.0.0.1:<port> to a target port; `drop_all()` cuts every live connection.
+    With `pause`, it sleeps that long after each chunk it passes on (a slow link)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, pause: float = 0.0) -> None:
         self.target_port = target_port
+        self.pause = pause
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.connections: list[socket.socket] = []
@@ -81,14 +84,15 @@ class TcpRelay:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
 
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while True:
                 data = source.recv(65536)
                 if not data:
                     break
                 sink.sendall(data)
+                if self.pause:
+                    time.sleep(self.pause)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -126,6 +130,14 @@ class SshSetup:
         self.ssh_config.write_text(
             self.server.ssh_config_block(alias, known_hosts=self.known_hosts, extra=extra)
         )
+
+    def connect_through(self, relay: TcpRelay) -> None:
+        """Reach the sshd through `relay` (alias `node`, its host key pinned for the relay)."""
+        self.write_ssh_config()
+        self.ssh_config.write_text(
+            self.ssh_config.read_text().replace(f"Port {self.server.port}", f"Port {relay.port}")
+        )
+        self.known_hosts.write_text(f"[127.0.0.1]:{relay.port} {self.server.host_public_key}\n")
 
     def write_config(self, **extra: Any) -> None:
         settings = {

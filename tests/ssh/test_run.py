@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -239,11 +240,7 @@ def test_timeout_stops_the_remote_command(setup: SshSetup) -> None:
 def test_connection_cut_mid_command_reconnects_and_completes(
     setup: SshSetup, relay: TcpRelay
 ) -> None:
-    setup.write_ssh_config(extra="")
-    setup.ssh_config.write_text(
-        setup.ssh_config.read_text().replace(f"Port {setup.server.port}", f"Port {relay.port}")
-    )
-    setup.known_hosts.write_text(f"[127.0.0.1]:{relay.port} {setup.server.host_public_key}\n")
+    setup.connect_through(relay)
     setup.write_config(retry="retry:5,0.5")
     process = setup.popen(
         "run", "node", "--dest", str(setup.dest),
@@ -258,6 +255,30 @@ def test_connection_cut_mid_command_reconnects_and_completes(
     assert (setup.dest / "result.txt").read_text() == "done\n"
     # Output already shown is not shown again after the reconnect.
     assert err.count("out-1-of-2") == 1 and err.count("out-2-of-2") == 1
+
+
+def test_connection_cut_during_the_download_fetches_again(setup: SshSetup) -> None:
+    # A slow link (about 10 MB/s), so that the cut lands in the middle of the result stream.
+    relay = TcpRelay(setup.server.port, pause=0.005)
+    try:
+        setup.connect_through(relay)
+        setup.write_config(retry="retry:5,0.5")
+        process = setup.popen(
+            "run", "node", "--dest", str(setup.dest), "--", "sh", "-c",
+            "head -c 20000000 /dev/urandom > big.bin; sha256sum big.bin > big.sha256",
+        )  # fmt: skip
+        wait_for(lambda: list(setup.dest.glob(".big.bin.*.tmp")), what="the download")
+        relay.drop_all()
+        _out, err = process.communicate(timeout=120)
+    finally:
+        relay.close()
+    assert process.returncode == 0, err
+    assert "download: " in err and "reconnecting" in err
+    assert relay.accepted >= 2
+    digest = hashlib.sha256((setup.dest / "big.bin").read_bytes()).hexdigest()
+    assert (setup.dest / "big.sha256").read_text().split()[0] == digest
+    assert not list(setup.dest.glob(".*.tmp")), "the cut-off partial file is gone"
+    assert setup.remote_dirs() == []
 
 
 def test_sigkill_then_resume_delivers_results(setup: SshSetup) -> None:
