@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -372,16 +373,10 @@ def run_job(
     store.save(record)
     log.info("run %s on %s", record.run_id, spec.describe())
     run = RemoteRun(spec, cfg, store, connector)
-    with SingleInstanceLock(store.lock_path(record.run_id)):
-        try:
-            carried = run.upload(record, request)
-            record.exit_status = run.start_and_wait(record, request.timeout, carried)
-            return _finish(run, record)
-        except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
-            _explain_interrupted(record, exc)
-            raise
-        finally:
-            run.close()
+    with SingleInstanceLock(store.lock_path(record.run_id)), _attached(run, record):
+        carried = run.upload(record, request)
+        record.exit_status = run.start_and_wait(record, request.timeout, carried)
+        return _finish(run, record)
 
 
 def resume_job(
@@ -404,16 +399,11 @@ def resume_job(
         spec = spec_for(record.host)
         log.info("resuming run %s on %s (state %s)", run_id, spec.describe(), record.state)
         run = RemoteRun(spec, cfg, store, connector)
-        try:
+        with _attached(run, record):
             if record.state == "running":
                 unconfirmed = run.describe(_unconfirmed_inputs(record))
                 record.exit_status = run.start_and_wait(record, None, unconfirmed)
             return _finish(run, record)
-        except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
-            _explain_interrupted(record, exc)
-            raise
-        finally:
-            run.close()
 
 
 def _unconfirmed_inputs(record: RunRecord) -> tuple[Path, ...]:
@@ -429,6 +419,18 @@ def _unconfirmed_inputs(record: RunRecord) -> tuple[Path, ...]:
                 hint=f"restore {path}, or start the run again with `mint-ssh run`",
             )
     return inputs
+
+
+@contextlib.contextmanager
+def _attached(run: RemoteRun, record: RunRecord) -> Iterator[None]:
+    """Close the run's connection at the end; if the run is lost on the way, say how to resume."""
+    try:
+        yield
+    except (UnavailableError, KeyboardInterrupt, SystemExit) as exc:
+        _explain_interrupted(record, exc)
+        raise
+    finally:
+        run.close()
 
 
 def _explain_interrupted(record: RunRecord, exc: BaseException) -> None:

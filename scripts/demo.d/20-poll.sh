@@ -3,13 +3,7 @@
 # one poll by the agent, and the results as the workflow side receives them.
 set -euo pipefail
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/lib/demo-work.sh
 umask 077
 
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$work/token"

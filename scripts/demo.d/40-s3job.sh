@@ -3,13 +3,7 @@
 # recorded-output fake sbatch for Slurm; everything else is the real tool.
 set -euo pipefail
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/lib/demo-work.sh
 
 . scripts/lib/moto-server.sh
 port=$moto_port

@@ -3,13 +3,7 @@
 # one dry run and one real step against a fake Slurm (tests/burst/fakes) and a moto EC2 server.
 set -euo pipefail
 
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+. scripts/lib/demo-work.sh
 
 traces=examples/mint-burst/traces
 for trace in burst trickle mix; do
