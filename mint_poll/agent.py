@@ -156,10 +156,14 @@ class Agent:
             workers = [w for w in workers if w.is_alive()]
             self.prune_if_due()
             busy = len(workers) >= self.config.max_parallel
-            found = False
+            found, error = False, None
             if not busy:
-                found = self._loop_step(workers)
-            self.beat("idle" if not workers else "running", running=len(workers))
+                found, error = self._loop_step(workers)
+            if error is not None:
+                # stays until the next loop, so that `status` and monitoring can see it
+                self.beat("error", error=error, running=len(workers))
+            else:
+                self.beat("idle" if not workers else "running", running=len(workers))
             if found and len(workers) < self.config.max_parallel:
                 continue
             self.stop.wait(self._interval())
@@ -167,24 +171,24 @@ class Agent:
             worker.join()
         self.beat("stopped")
 
-    def _loop_step(self, workers: list[threading.Thread]) -> bool:
-        """One iteration: resume leftovers, then poll. True if a calculation was taken."""
+    def _loop_step(self, workers: list[threading.Thread]) -> tuple[bool, Optional[str]]:
+        """One iteration: resume leftovers, then poll. (a calculation was taken, the error
+        that stopped the iteration)."""
         try:
             self.resume_unfinished()
             if self.stop.is_set():
-                return False
+                return False, None
             if self.config.max_parallel == 1:
                 outcome = self.poll_once()
                 if outcome.record is not None:
                     log.info("%s", outcome.message)
-                return outcome.record is not None
-            return self._poll_into_worker(workers)
+                return outcome.record is not None, None
+            return self._poll_into_worker(workers), None
         except UnknownSiteError:
-            return False
+            return False, None
         except MintError as exc:
             log.error("%s", exc.message)
-            self.beat("error", error=exc.message)
-            return False
+            return False, exc.message
 
     def _poll_into_worker(self, workers: list[threading.Thread]) -> bool:
         answer = self.api.calc_request(self.config.site_id)
