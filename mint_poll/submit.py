@@ -354,7 +354,14 @@ class Submission:
         return accept_id
 
     def _allow_and_wait(self, accept_id: str) -> None:
-        self.api.allow_wait_calc(accept_id)
+        try:
+            self.api.allow_wait_calc(accept_id)
+        except ApiRefusal as exc:
+            # HTTP 400 here means an unknown id, or one already allowed or started (a retry
+            # whose first try got through): calc-progress tells which, raising
+            # UnknownCalculation for the first.
+            progress = self.api.calc_progress(accept_id)
+            log.info("calculation %s is allowed already (%s; at %r)", accept_id, exc, progress)
         self._progress = "allowed"
         with self._display(accept_id) as display:
             while True:

@@ -9,10 +9,11 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mint_poll.api import STDERR_NAME, STDOUT_NAME
+from mint_poll.api import STDERR_NAME, STDOUT_NAME, DistcompApi
 from mint_poll.server import HOSTILE_RESULT_NAMES, Broker, DistcompServer, free_port
 from tests.helpers import BIN, run_tool
 from tests.poll.conftest import SITE, TOKEN
@@ -151,7 +152,7 @@ def test_timeout_force_cancels_the_registration_and_exits_75(
     config: Path, work: Path, server: DistcompServer
 ) -> None:
     result = invoke(config, *submit_args("sleep.sh", extra=["--timeout", "1.5"]), cwd=work)
-    assert result.exit_code == 75
+    assert result.exit_code == 75, result.stderr
     summary = summary_of(result.stdout)
     assert summary["status"] == "timeout" and summary["cancelled"] is True
     assert summary["progress"] == "running", "the agent had picked it up"
@@ -310,9 +311,40 @@ def test_server_forgetting_the_calculation_mid_wait_exits_75(
         result = invoke(config, *submit_args("copy.sh"), cwd=work)
     finally:
         restarter.join(timeout=30)
-    assert result.exit_code == 75
+    assert result.exit_code == 75, result.stderr
     assert "no longer knows calculation" in result.stderr
     assert "run the submission again" in result.stderr
+
+
+def test_server_forgetting_the_calculation_before_it_is_allowed_exits_75(
+    config: Path, work: Path, server: DistcompServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allow = DistcompApi.allow_wait_calc
+
+    def restart_then_allow(api: DistcompApi, accept_id: str) -> Any:
+        server.broker.restart()
+        return allow(api, accept_id)
+
+    monkeypatch.setattr(DistcompApi, "allow_wait_calc", restart_then_allow)
+    result = invoke(config, *submit_args("copy.sh"), cwd=work)
+    assert result.exit_code == 75, result.stderr
+    assert "no longer knows calculation" in result.stderr
+
+
+@pytest.mark.usefixtures("agent")
+def test_allow_repeated_after_a_lost_answer_goes_on_waiting(
+    config: Path, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allow = DistcompApi.allow_wait_calc
+
+    def allow_twice(api: DistcompApi, accept_id: str) -> Any:
+        allow(api, accept_id)  # got through, but as if its answer had been lost
+        return allow(api, accept_id)  # HTTP 400 "already allowed"
+
+    monkeypatch.setattr(DistcompApi, "allow_wait_calc", allow_twice)
+    result = invoke(config, *submit_args("copy.sh"), cwd=work)
+    assert result.exit_code == 0, result.stderr
+    assert "is allowed already" in result.stderr
 
 
 def test_https_with_the_site_ca_bundle_and_without_it(tmp_path: Path, work: Path) -> None:
