@@ -104,6 +104,8 @@ def status(as_json: bool, no_scheduler: bool) -> None:
             f"queue {config.queue!r}: {queue['pending_jobs']} pending, "
             f"{queue['running_jobs']} running ({queue['nodes_needed']} node(s) needed)"
         )
+        for job in queue["unservable_jobs"]:
+            click.echo(f"never served: job {job['job_id']}: {job['why']}")
     age = document["heartbeat_age_s"]
     click.echo(
         "heartbeat: never"
@@ -144,12 +146,15 @@ def _age(seconds: Optional[float]) -> str:
 def check(as_json: bool) -> None:
     """Diagnostics: config, host list, scheduler commands, EC2 permissions (DryRun), state.
 
-    Exit 0 if nothing failed, 1 otherwise.
+    Exit 0 if nothing failed, 78 if the queue does not exist, 1 otherwise.
     """
     from mint_burst import service
 
     runner = service.run_checks(current_options().config_file)
-    exit_with(runner.render(as_json=as_json, title="mint-burst check"))
+    rendered = runner.render(as_json=as_json, title="mint-burst check")
+    if runner.config_error is not None:
+        raise runner.config_error
+    exit_with(rendered)
 
 
 @main.command("drain-all")

@@ -33,7 +33,7 @@ from mint_burst.policy import PolicySettings, decide
 from mint_burst.provider import LaunchRequest, Provider
 from mint_burst.scheduler import Scheduler
 from mint_burst.state import StateStore
-from mint_common.errors import MintError
+from mint_common.errors import ConfigError, MintError
 
 log = logging.getLogger(__name__)
 RETERMINATE_AFTER = 60.0
@@ -48,6 +48,7 @@ class StepReport:
     errors: list[str] = field(default_factory=list)
     orphans: list[Instance] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unservable: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         status = self.status
@@ -60,6 +61,7 @@ class StepReport:
             "errors": self.errors,
             "orphans": [f"{o.instance_id} ({o.node or 'no node tag'})" for o in self.orphans],
             "notes": self.notes,
+            "unservable_jobs": [{"job_id": j, "why": w} for j, w in self.unservable.items()],
         }
 
 
@@ -94,12 +96,16 @@ class Engine:
         self.provider.backoffs = table.backoffs
         now = self.clock()
         table.account(now)
-        self._sync(table, self.provider.list_instances(), now, report)
+        # Read first: a queue that does not exist (ConfigError) stops the step before any change.
         report.status = self._read_scheduler(report)
+        self._sync(table, self.provider.list_instances(), now, report)
         decision = decide(report.status, table, now, self.settings)
         table.records = decision.records
         report.actions = list(decision.actions)
         report.notes.extend(decision.notes)
+        if report.status is not None:
+            report.unservable = decision.unservable
+            self._note_unservable(table, decision.unservable)
         if self.dry_run:
             return report
         self._save(table)
@@ -121,9 +127,19 @@ class Engine:
     def _save(self, table: NodeTable) -> None:
         self.store.save(table)
 
+    @staticmethod
+    def _note_unservable(table: NodeTable, unservable: dict[str, str]) -> None:
+        """Log each job no node of ours can ever serve once, not at every step."""
+        for job_id, why in unservable.items():
+            if table.unservable.get(job_id) != why:
+                log.warning("job %s will never be served by burst nodes: %s", job_id, why)
+        table.unservable = dict(unservable)
+
     def _read_scheduler(self, report: StepReport) -> Optional[QueueStatus]:
         try:
             return self.scheduler.get_status()
+        except ConfigError:
+            raise
         except MintError as exc:
             report.errors.append(f"scheduler: {exc.message}")
             log.error("cannot read the scheduler, so no node is added or removed: %s", exc.message)

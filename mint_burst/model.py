@@ -25,17 +25,16 @@ PHASES = (REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING)
 Phase = Literal["requested", "booting", "joined", "draining", "terminating"]
 
 # Pending reasons that more nodes cannot cure (Slurm reason codes, Torque job states).
+# `BeginTime` and `ReqNodeNotAvail` are not here: the policy weighs them (mint_burst.policy).
 BLOCKED_REASONS = frozenset(
     {
         "dependency",
         "dependencyneversatisfied",
-        "begintime",
         "jobheldadmin",
         "jobhelduser",
         "held",
         "partitiondown",
         "partitioninactive",
-        "reqnodenotavail",
         "assocgrpjobslimit",
         "qosmaxjobsperuserlimit",
         "invalidaccount",
@@ -44,39 +43,60 @@ BLOCKED_REASONS = frozenset(
 )
 
 # Scheduler node states in which a node is part of the cluster and can take or holds jobs.
-READY_STATES = frozenset({"idle", "allocated", "mixed", "completing", "free", "job-exclusive"})
+# `planned`: backfill holds the idle node for a waiting job.
+READY_STATES = frozenset(
+    {"idle", "planned", "allocated", "mixed", "completing", "free", "job-exclusive"}
+)
 BUSY_STATES = frozenset({"allocated", "mixed", "completing", "job-exclusive", "job-busy"})
 # States a freshly booted node may show until `join_cluster` puts it into service.
 JOINABLE_STATES = frozenset({"down", "drained", "draining", "drain", "fail", "offline"})
+# Slurm's state suffixes for a node on its way somewhere: powered off (~), powering up (#),
+# pending power down (!), powering down (%), pending reboot (@), reboot issued (^).
+TRANSITIONAL_FLAGS = frozenset("~#!%@^")
 
 
 @dataclass(frozen=True)
 class Job:
-    """A pending or running job of the burst queue."""
+    """A pending or running job (or a line of a pending job array) of the burst queue.
+
+    `tasks` is how many elements of a job array this line stands for that may start now
+    (the array's throttle already applied); `start_time` is the scheduler's start estimate,
+    for a `BeginTime` job the time it becomes eligible.
+    """
 
     job_id: str
     state: Literal["pending", "running"]
     nodes: int
     node_names: tuple[str, ...] = ()
     reason: str = ""
-
-    @property
-    def runnable(self) -> bool:
-        """A pending job that more nodes would let start (not held, not waiting on another job)."""
-        return self.state == "pending" and self.reason.lower() not in BLOCKED_REASONS
+    held: bool = False
+    dependency: str = ""
+    start_time: Optional[float] = None
+    required_nodes: tuple[str, ...] = ()
+    tasks: int = 1
 
 
 @dataclass(frozen=True)
 class NodeState:
-    """One node as the scheduler sees it: base state plus Slurm's suffix flags (`*`, `~`, ...)."""
+    """One node as the scheduler sees it: base state plus Slurm's suffix flags (`*`, `~`, ...).
+
+    `slurmd_started` is when the node's daemon last registered (0.0: not since the
+    controller started), read only for nodes that a join could be meant for; None when
+    the scheduler does not say.
+    """
 
     name: str
     state: str
     flags: str = ""
+    slurmd_started: Optional[float] = None
+
+    @property
+    def transitional(self) -> bool:
+        return any(flag in TRANSITIONAL_FLAGS for flag in self.flags)
 
     @property
     def responding(self) -> bool:
-        return "*" not in self.flags and "~" not in self.flags
+        return "*" not in self.flags and not self.transitional
 
     @property
     def ready(self) -> bool:
@@ -88,12 +108,21 @@ class NodeState:
 
 
 @dataclass(frozen=True)
+class Partition:
+    """The queue as the scheduler defines it: its nodes and the most nodes one job may use."""
+
+    nodes: tuple[str, ...]
+    max_job_nodes: int
+
+
+@dataclass(frozen=True)
 class QueueStatus:
     """What the scheduler said about the queue and its nodes in one read."""
 
     queue: str
     jobs: tuple[Job, ...] = ()
     nodes: Mapping[str, NodeState] = field(default_factory=dict)
+    partition: Optional[Partition] = None
 
     @property
     def pending(self) -> tuple[Job, ...]:
@@ -102,9 +131,6 @@ class QueueStatus:
     @property
     def running(self) -> tuple[Job, ...]:
         return tuple(j for j in self.jobs if j.state == "running")
-
-    def nodes_needed(self) -> int:
-        return sum(j.nodes for j in self.jobs if j.runnable)
 
     def busy_nodes(self) -> frozenset[str]:
         """Nodes running a job, by the job list or by the node's own state."""
@@ -134,6 +160,7 @@ class NodeRecord:
     launch_token: str = ""
     joined_at: Optional[float] = None
     idle_since: Optional[float] = None
+    silent_since: Optional[float] = None
     note: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -175,6 +202,8 @@ class NodeTable:
     heartbeat: Optional[float] = None
     backoffs: dict[str, float] = field(default_factory=dict)
     last_error: str = ""
+    # Jobs no node we can add will ever serve, already logged (job id -> why).
+    unservable: dict[str, str] = field(default_factory=dict)
 
     def billed_count(self) -> int:
         return len(self.records) + len(self.orphans)
@@ -206,6 +235,7 @@ class NodeTable:
             "node_seconds_by_day": self.node_seconds_by_day,
             "backoffs": self.backoffs,
             "last_error": self.last_error,
+            "unservable": self.unservable,
             "nodes": [r.to_json() for r in sorted(self.records.values(), key=lambda r: r.name)],
             "orphans": [dataclasses.asdict(o) for o in self.orphans],
         }
@@ -226,6 +256,7 @@ class NodeTable:
                 heartbeat=data.get("heartbeat"),
                 backoffs={str(k): float(v) for k, v in data.get("backoffs", {}).items()},
                 last_error=str(data.get("last_error", "")),
+                unservable={str(k): str(v) for k, v in data.get("unservable", {}).items()},
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise InputError(f"state file {source}: malformed content: {exc}") from exc

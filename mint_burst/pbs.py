@@ -4,6 +4,8 @@ Torque:  `qstat -x <queue>` and `pbsnodes -x [node]` (XML).
 PBS Pro: `qstat -f -F json <queue>` and `pbsnodes -a -F json` / `pbsnodes -F json <node>`.
 A node leaves with `pbsnodes -o` (offline: running jobs go on, no new ones start)
 and joins with `pbsnodes -c` (Torque) or `pbsnodes -r` (PBS Pro).
+A queue that does not exist: both print the PBSE_UNKQUE text `Unknown queue` and fail
+(`qstat -Q NAME` before anything is decided, and the step's own qstat): a ConfigError.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from mint_burst.model import Job, NodeState, QueueStatus
-from mint_burst.scheduler import CommandRunner
-from mint_common.errors import InputError, UnavailableError
+from mint_burst.scheduler import CommandRunner, message
+from mint_common.errors import ConfigError, InputError, UnavailableError
 
 PENDING = {"Q": "", "H": "held", "W": "begintime", "T": ""}
 RUNNING = {"R", "E", "S", "B", "U"}
 LEAVE_NOTE = "mint-burst: leaving the cluster"
+UNKNOWN_QUEUE = "Unknown queue"
 _NODES_SPEC = re.compile(r"^(\d+)")
 _VERSION = re.compile(r"(?:Version:|pbs_version\s*=)\s*(\S+)")
 Flavor = Literal["torque", "pbspro"]
@@ -207,12 +210,23 @@ class PbsScheduler:
         argv = ["pbsnodes", "-F", "json", node] if node else ["pbsnodes", "-a", "-F", "json"]
         return parse_pbsnodes_json(self.runner.run(argv))
 
+    def check_queue(self) -> None:
+        self._qstat(["qstat", "-Q", self.queue])
+
+    def _qstat(self, argv: list[str]) -> str:
+        result = self.runner.call(argv)
+        if result.returncode != 0 and UNKNOWN_QUEUE in result.stdout + result.stderr:
+            raise ConfigError(
+                f"queue {self.queue!r}: {self.flavor} has no such queue ({message(result)})"
+            )
+        return self.runner.checked(argv, result)
+
     def get_status(self) -> QueueStatus:
         if self.flavor == "torque":
-            jobs = parse_qstat_xml(self.runner.run(["qstat", "-x", self.queue]), self.queue)
+            jobs = parse_qstat_xml(self._qstat(["qstat", "-x", self.queue]), self.queue)
         else:
             jobs = parse_qstat_json(
-                self.runner.run(["qstat", "-f", "-F", "json", self.queue]), self.queue
+                self._qstat(["qstat", "-f", "-F", "json", self.queue]), self.queue
             )
         nodes = {name: state for name, (state, _jobs) in self._nodes().items()}
         return QueueStatus(self.queue, jobs, nodes)

@@ -40,6 +40,13 @@ class Scheduler(Protocol):
         """The scheduler's version, proving its commands are present and answer."""
 
 
+class QueueScheduler(Scheduler, Protocol):
+    """A real scheduler's adapter: it can also tell whether the configured queue exists."""
+
+    def check_queue(self) -> None:
+        """Raise ConfigError if the queue does not exist (UnavailableError if no answer)."""
+
+
 class CommandRunner:
     """Runs scheduler commands: argument lists, a timeout, non-zero exit is an error."""
 
@@ -55,14 +62,24 @@ class CommandRunner:
         self._runner = runner
 
     def run(self, argv: Sequence[str], *, admin: bool = False) -> str:
+        return self.checked(argv, self.call(argv, admin=admin))
+
+    def call(self, argv: Sequence[str], *, admin: bool = False) -> CompletedLike:
+        """Run and return the result whatever its exit status (the caller reads refusals)."""
         full = [*self.admin_prefix, *argv] if admin else list(argv)
-        result = self._runner(full, timeout=self.timeout)
+        return self._runner(full, timeout=self.timeout)
+
+    @staticmethod
+    def checked(argv: Sequence[str], result: CompletedLike) -> str:
         if result.returncode != 0:
             raise UnavailableError(
-                f"{' '.join(argv[:3])} exited with status {result.returncode}:"
-                f" {last_line(result.stderr) or last_line(result.stdout) or 'no message'}"
+                f"{' '.join(argv[:3])} exited with status {result.returncode}: {message(result)}"
             )
         return result.stdout
+
+
+def message(result: CompletedLike) -> str:
+    return last_line(result.stderr) or last_line(result.stdout) or "no message"
 
 
 def last_line(text: str) -> str:

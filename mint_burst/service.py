@@ -14,12 +14,13 @@ from mint_burst.config import TOOL, BurstConfig
 from mint_burst.engine import Engine, StepReport
 from mint_burst.hosts import load_hosts
 from mint_burst.model import Host, NodeTable, QueueStatus, utc_day
+from mint_burst.policy import Demand, PolicySettings, demand
 from mint_burst.provider import Provider, render_user_data
-from mint_burst.scheduler import CommandRunner, Scheduler
+from mint_burst.scheduler import CommandRunner, QueueScheduler
 from mint_burst.state import FileStore
 from mint_common.checks import CheckRunner
 from mint_common.config import load_config, redacted_view
-from mint_common.errors import MintError, UnavailableError
+from mint_common.errors import ConfigError, MintError, UnavailableError
 from mint_common.extras import require_extra
 from mint_common.files import SingleInstanceLock
 from mint_common.signals import GracefulStop
@@ -33,7 +34,7 @@ def load(config_file: Any = None) -> BurstConfig:
     return config
 
 
-def build_scheduler(config: BurstConfig) -> Scheduler:
+def build_scheduler(config: BurstConfig) -> QueueScheduler:
     runner = CommandRunner(timeout=config.command_timeout, admin_prefix=config.admin_command_prefix)
     if config.scheduler == "slurm":
         from mint_burst.slurm import SlurmScheduler
@@ -104,6 +105,12 @@ def run_loop(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> int:
     """The daemon: one step every poll_interval until SIGTERM/SIGINT; returns the step count."""
     engine = build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
     log.info("effective configuration: %s", redacted_view(config))
+    try:
+        build_scheduler(config).check_queue()
+    except ConfigError:
+        raise
+    except MintError as exc:
+        log.warning("cannot ask the scheduler whether queue %r exists yet: %s", config.queue, exc)
     steps = 0
     lock = None if dry_run else SingleInstanceLock(config.lock_file)
     if lock is not None:
@@ -115,6 +122,8 @@ def run_loop(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> int:
                 try:
                     report = _guarded_step(engine)
                     log_report(report, dry_run=dry_run)
+                except ConfigError:
+                    raise
                 except MintError as exc:
                     log.error("step failed: %s", exc.message)
                 steps += 1
@@ -139,6 +148,12 @@ def log_report(report: StepReport, *, dry_run: bool) -> None:
 
 def drain_all(config: BurstConfig, *, force: bool, wait: bool) -> list[str]:
     engine = build_engine(config)
+    try:
+        build_scheduler(config).check_queue()
+    except UnavailableError as exc:
+        if not force:
+            raise
+        log.warning("cannot reach the scheduler (%s); --force goes on", exc.message)
     with SingleInstanceLock(config.lock_file), GracefulStop() as stop:
         while True:
             waiting = engine.drain_all(force=force)
@@ -158,6 +173,7 @@ class StatusView:
     queue_error: str = ""
     hosts: int = 0
     node_cap: int = 0
+    demand: Optional[Demand] = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -171,11 +187,14 @@ class StatusView:
 
     def to_json(self) -> dict[str, Any]:
         queue: dict[str, Any]
-        if self.queue is not None:
+        if self.queue is not None and self.demand is not None:
             queue = {
                 "pending_jobs": len(self.queue.pending),
                 "running_jobs": len(self.queue.running),
-                "nodes_needed": self.queue.nodes_needed(),
+                "nodes_needed": self.demand.nodes,
+                "unservable_jobs": [
+                    {"job_id": j, "why": w} for j, w in self.demand.unservable.items()
+                ],
             }
         elif self.queue_error:
             queue = {"error": self.queue_error}
@@ -205,23 +224,36 @@ class StatusView:
 def status(config: BurstConfig, *, read_scheduler: bool) -> StatusView:
     table = FileStore(config.state_file).load()
     hosts = load_hosts(config.hosts_file)
+    settings = config.policy_settings(hosts)
     view = StatusView(
         table=table,
         now=time.time(),
         stale_after=3 * config.poll_interval,
         hosts=len(hosts),
-        node_cap=config.policy_settings(hosts).node_cap,
+        node_cap=settings.node_cap,
     )
     if read_scheduler:
         try:
             view.queue = build_scheduler(config).get_status()
+        except ConfigError:
+            raise
         except MintError as exc:
             view.queue_error = exc.message
+        else:
+            view.demand = demand(view.queue, settings, view.now)
     return view
 
 
-def run_checks(config_file: Any) -> CheckRunner:
-    runner = CheckRunner()
+class BurstChecks(CheckRunner):
+    """The checks, remembering a queue that does not exist (`check` then exits 78)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config_error: Optional[ConfigError] = None
+
+
+def run_checks(config_file: Any) -> BurstChecks:
+    runner = BurstChecks()
     holder: dict[str, Any] = {}
 
     def check_config() -> str:
@@ -243,11 +275,16 @@ def run_checks(config_file: Any) -> CheckRunner:
     runner.run("host list", check_hosts, requires="config")
     scheduler = build_scheduler(config) if config is not None else None
     runner.run("scheduler commands", lambda: _version(scheduler), requires="config")
-    runner.run(
-        "scheduler queue",
-        lambda: _queue_detail(scheduler, holder.get("hosts", ())),
-        requires="scheduler commands",
-    )
+
+    def check_queue() -> Any:
+        assert config is not None and scheduler is not None
+        try:
+            return _queue_detail(scheduler, config.policy_settings(holder.get("hosts", ())))
+        except ConfigError as exc:
+            runner.config_error = exc
+            raise
+
+    runner.run("scheduler queue", check_queue, requires="scheduler commands")
     runner.run(
         "provider", lambda: _provider_detail(config, holder.get("hosts", ())), requires="config"
     )
@@ -255,21 +292,28 @@ def run_checks(config_file: Any) -> CheckRunner:
     return runner
 
 
-def _version(scheduler: Optional[Scheduler]) -> str:
+def _version(scheduler: Optional[QueueScheduler]) -> str:
     assert scheduler is not None
     return scheduler.check_version()
 
 
-def _queue_detail(scheduler: Optional[Scheduler], hosts: tuple[Host, ...]) -> Any:
-    assert scheduler is not None
+def _queue_detail(scheduler: QueueScheduler, settings: PolicySettings) -> Any:
+    scheduler.check_queue()
     queue = scheduler.get_status()
     detail = (
         f"queue {queue.queue!r}: {len(queue.pending)} pending, {len(queue.running)} running,"
         f" {len(queue.nodes)} node(s)"
     )
-    unknown = [h.name for h in hosts if h.name not in queue.nodes]
+    warnings = []
+    unknown = [h.name for h in settings.hosts if h.name not in queue.nodes]
     if unknown:
-        return ("warn", f"{detail}; not in the queue's node list: {', '.join(unknown[:10])}")
+        warnings.append(f"not in the queue's node list: {', '.join(unknown[:10])}")
+    never = demand(queue, settings, time.time()).unservable
+    if never:
+        listed = "; ".join(f"job {j}: {w}" for j, w in list(never.items())[:10])
+        warnings.append(f"{len(never)} job(s) no burst node will ever serve: {listed}")
+    if warnings:
+        return ("warn", f"{detail}; {'; '.join(warnings)}")
     return detail
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -11,13 +12,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
-from mint_common.errors import AuthError
+from mint_common.errors import AuthError, UnavailableError
 from mint_common.files import JsonState
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import state_dir
+from mint_s3job.slurm import SlurmCommands
 from mint_s3job.store import ObjectStore, session_facts
 
 PROBE_PREFIX = ".mint-s3job-check"
+# `epilog` as a word of its own (an argument), not part of a name like epilog.sh.
+_EPILOG_WORD = re.compile(r"(?<![\w./-])epilog(?![\w./-])")
 
 
 def run_checks(config: S3JobConfig, store: ObjectStore, head_node: bool) -> CheckRunner:
@@ -99,6 +103,8 @@ def _head_node_checks(runner: CheckRunner, config: S3JobConfig, head_node: bool)
         return
     runner.run("sbatch", lambda: _which(config.sbatch, "sbatch"))
     runner.run("scancel", lambda: _which(config.scancel, "scancel"))
+    runner.run("slurmctld", lambda: _controller(_slurm(config)), requires="sbatch")
+    runner.run("EpilogSlurmctld", lambda: _epilog(_slurm(config)), requires="slurmctld")
     runner.run("workdir", lambda: _workdir(config.require_workdir()))
     runner.run("dispatcher heartbeat", lambda: _heartbeat(config.require_workdir()))
 
@@ -108,6 +114,49 @@ def _which(command: str, what: str) -> CheckResult | str:
     if found is None:
         return CheckResult(what, FAIL, f"{command!r} not found on PATH; set the {what!r} key")
     return found
+
+
+def _slurm(config: S3JobConfig) -> SlurmCommands:
+    return SlurmCommands(config.sbatch, config.scancel, config.command_timeout)
+
+
+def _controller(slurm: SlurmCommands) -> CheckResult | str:
+    up, verdict = slurm.ping()
+    if not up:
+        return CheckResult(
+            "slurmctld",
+            FAIL,
+            f"scontrol ping: {verdict or 'no answer'}; dispatch leaves jobs waiting until it is up",
+        )
+    return verdict
+
+
+def _epilog(slurm: SlurmCommands) -> CheckResult | str:
+    """Without mint-s3job's epilog no job ever reaches JOB_COMPLETE: `wait` would never end."""
+    try:
+        script = slurm.show_config().get("EpilogSlurmctld", "(null)")
+    except UnavailableError as exc:
+        return CheckResult("EpilogSlurmctld", FAIL, exc.message)
+    if script in ("", "(null)"):
+        return CheckResult(
+            "EpilogSlurmctld",
+            FAIL,
+            "not set in slurm.conf: jobs would never reach JOB_COMPLETE (set it to the"
+            " wrapper examples/mint-s3job/epilog-slurmctld.sh)",
+        )
+    try:
+        text = Path(script).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        return CheckResult("EpilogSlurmctld", FAIL, f"{script}: {exc.strerror}")
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    if "mint-s3job" not in code or not _EPILOG_WORD.search(code):
+        return CheckResult(
+            "EpilogSlurmctld",
+            WARN,
+            f"{script} does not call 'mint-s3job epilog' (the seed's epilog.sh?): jobs"
+            " finish without an exit status and without the epilog manifest",
+        )
+    return f"{script} calls mint-s3job epilog"
 
 
 def _workdir(workdir: Path) -> CheckResult | str:

@@ -290,7 +290,8 @@ def dispatch(
     """Submit every new FILE_UPLOAD job to Slurm, each exactly once (replaces sub-job.sh).
 
     One run per call (for an EventBridge/SSM trigger or a systemd timer), or
-    --watch for a systemd service.
+    --watch for a systemd service. Exit 69 when slurmctld could not be reached
+    (the jobs stay FILE_UPLOAD for the next run), 1 when a job became JOB_ERROR.
     """
     from mint_s3job.dispatch import Dispatcher, DispatchReport
     from mint_s3job.dispatch import watch as watch_loop
@@ -314,12 +315,17 @@ def dispatch(
             click.echo(f"{prefix}\tJOB_ERROR\t{reason}")
         for prefix in report.cancelled:
             click.echo(f"{prefix}\tCANCELLED")
+        for prefix, reason in report.waiting:
+            click.echo(f"{prefix}\tWAITING\t{reason}")
 
     if watch:
         watch_loop(dispatcher, config.watch_interval, on_report=show)
     else:
         report = dispatcher.run_once()
         show(report)
+        # Slurm being unreachable is the operator's problem, job errors are the users'.
+        if report.waiting:
+            exit_with(69)
         if report.errors:
             exit_with(1)
 
@@ -331,8 +337,10 @@ def dispatch(
 def epilog(bucket: Optional[str], workdir: Optional[Path]) -> None:
     """Upload a finished job's new files and mark it JOB_COMPLETE (as EpilogSlurmctld).
 
-    Reads SLURM_JOB_ID, SLURM_JOB_WORK_DIR and SLURM_JOB_EXIT_CODE(2); jobs
-    that did not come from the bucket are ignored.
+    Reads SLURM_JOB_ID, SLURM_JOB_COMMENT, SLURM_JOB_WORK_DIR and
+    SLURM_JOB_EXIT_CODE(2), as Slurm passes them; jobs that did not come from
+    the bucket are ignored. Slurm passes no other environment: see
+    examples/mint-s3job/epilog-slurmctld.sh for the wrapper to install.
     """
     from mint_s3job.epilog import run_epilog
 
@@ -344,7 +352,11 @@ def epilog(bucket: Optional[str], workdir: Optional[Path]) -> None:
 @common_options
 @bucket_option
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--head-node", is_flag=True, help="Also check sbatch/scancel and the work dir.")
+@click.option(
+    "--head-node",
+    is_flag=True,
+    help="Also check sbatch, scancel, slurmctld (scontrol ping), EpilogSlurmctld and the work dir.",
+)
 @json_option
 def check(bucket: Optional[str], workdir: Optional[Path], head_node: bool, as_json: bool) -> None:
     """Diagnose credentials, region, bucket access, conditional writes (and sbatch)."""

@@ -14,9 +14,11 @@ so a fast epilog's JOB_COMPLETE is never overwritten by a late JOB_SUBMIT.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -41,7 +43,7 @@ from mint_s3job import layout
 from mint_s3job.config import S3JobConfig
 from mint_s3job.layout import State
 from mint_s3job.manifest import parse_manifest, sha256_file
-from mint_s3job.slurm import Scheduler
+from mint_s3job.slurm import Outcome, SbatchResult, Scheduler, job_comment
 from mint_s3job.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class DispatchReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
+    # Jobs left in FILE_UPLOAD because slurmctld could not be reached (or could not say).
+    waiting: list[tuple[str, str]] = field(default_factory=list)
     examined: int = 0
     full_scan: bool = False
 
@@ -69,6 +73,24 @@ def state_dir(workdir: Path) -> Path:
 
 def job_record_path(workdir: Path, prefix: str) -> Path:
     return state_dir(workdir) / "jobs" / f"{prefix}.json"
+
+
+def load_record(workdir: Path, prefix: str) -> dict[str, Any]:
+    return JsonState(job_record_path(workdir, prefix)).load(default={}) or {}
+
+
+def update_record(workdir: Path, prefix: str, **values: Any) -> dict[str, Any]:
+    """Read, update and save a job's record under a lock: the dispatcher and the epilog
+    (a very short job's epilog runs while sbatch is still returning) both write it."""
+    path = job_record_path(workdir, prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = JsonState(path)
+        document = record.load(default={}) or {}
+        document.update(prefix=prefix, **values)
+        record.save(document)
+    return document
 
 
 def snapshot(job_dir: Path) -> dict[str, list[int]]:
@@ -101,6 +123,7 @@ class Dispatcher:
         self.clock = clock
         self.cache = JsonState(state_dir(workdir) / "dispatch-state.json")
         self.identity = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.controller_down: Optional[str] = None
 
     # ---- one run ---------------------------------------------------------------------------
 
@@ -109,6 +132,7 @@ class Dispatcher:
         cache = self.cache.load(default={}) or {}
         known: dict[str, Any] = dict(cache.get("jobs", {}))
         report = DispatchReport()
+        self.controller_down = None
         full = self.clock() - float(cache.get("last_full_scan", 0)) >= self.config.rescan_interval
         listings = self._find_candidates(known, full, report)
         states = self._states(listings, known)
@@ -122,8 +146,12 @@ class Dispatcher:
         cache.update(
             jobs=known,
             heartbeat=_now_iso(),
-            last_run={"submitted": len(report.submitted), "errors": len(report.errors)},
-            last_error=None,
+            last_run={
+                "submitted": len(report.submitted),
+                "errors": len(report.errors),
+                "waiting": len(report.waiting),
+            },
+            last_error=self.controller_down,
             **self.identity,
         )
         if full:
@@ -265,6 +293,10 @@ class Dispatcher:
 
     def _dispatch(self, prefix: str, objects: Objects, report: DispatchReport) -> None:
         stat = objects[layout.JOB_STAT]
+        if self.controller_down is not None:
+            # Each sbatch would wait for the same dead controller; leave the job unclaimed.
+            report.waiting.append((prefix, self.controller_down))
+            return
         if not self._claim(prefix):
             report.lost.append(prefix)
             return
@@ -272,6 +304,11 @@ class Dispatcher:
         if current is None or current.etag != stat.etag:
             log.info("job %s changed while being claimed; leaving it for the next run", prefix)
             self._release(prefix)
+            return
+        submission = self._submission(prefix, stat)
+        comment = job_comment(prefix, submission["token"])
+        # An earlier sbatch whose answer was lost may have queued the job: look before acting.
+        if submission.get("pending") and self._found_earlier(prefix, stat, comment, report):
             return
         if layout.CANCEL in objects or self.store.head(layout.key(prefix, layout.CANCEL)):
             self._record_cancel(prefix, "cancelled before submission", None)
@@ -281,24 +318,103 @@ class Dispatcher:
             return
         try:
             job_dir = self._download(prefix, objects)
-        except (UnavailableError, TransferError) as exc:
-            self._release(prefix)
-            raise UnavailableError(f"downloading job {prefix} failed: {exc}") from exc
+            # Recorded before sbatch: if its answer is lost, the next attempt looks it up.
+            update_record(self.workdir, prefix, submission={**submission, "pending": True})
+        except (UnavailableError, TransferError, OSError) as exc:
+            self._release(prefix)  # nothing was submitted
+            raise UnavailableError(f"preparing job {prefix} failed: {exc}") from exc
         except MintError as exc:
             self._fail(prefix, stat.etag, exc.message, report)
             return
-        result = self.scheduler.submit(layout.JOB_SCRIPT, job_dir)
-        if result.job_id is not None:
-            # Local first: the epilog may run before the S3 writes below are done.
-            self._update_record(prefix, slurm_job_id=result.job_id)
+        self._sbatch(prefix, stat, job_dir, submission, report)
+
+    def _sbatch(
+        self,
+        prefix: str,
+        stat: ObjectInfo,
+        job_dir: Path,
+        submission: dict[str, Any],
+        report: DispatchReport,
+    ) -> None:
+        comment = job_comment(prefix, submission["token"])
+        result = self.scheduler.submit(layout.JOB_SCRIPT, job_dir, comment)
+        if result.outcome is Outcome.UNCERTAIN:
+            log.warning("job %s: %s; looking it up by its comment", prefix, result.reason)
+            if not self._found_earlier(prefix, stat, comment, report):
+                self._defer(prefix, result.reason or "sbatch gave no answer", report)
+            return
+        if result.outcome is Outcome.UNREACHABLE:
+            self._defer(prefix, result.reason or "slurmctld unreachable", report)
+            return
+        # Local first: the epilog may run before the S3 writes below are done.
+        self._note_locally(prefix, job_dir, result, {**submission, "pending": False})
         self._put_text(prefix, layout.SBATCH_OUT, result.output or (result.reason or "") + "\n")
         if result.job_id is None:
             self._fail(prefix, stat.etag, result.reason or "sbatch failed", report, written=True)
             return
-        self._put_text(prefix, layout.JOB_ID, result.job_id + "\n")
-        self._set_state(prefix, State.JOB_SUBMIT, stat.etag)
-        log.info("job %s submitted as Slurm job %s", prefix, result.job_id)
-        report.submitted.append((prefix, result.job_id))
+        self._submitted(prefix, stat.etag, result.job_id, report)
+
+    def _submission(self, prefix: str, stat: ObjectInfo) -> dict[str, Any]:
+        """This submission's comment token: the earlier one while an attempt whose outcome
+        was not known is pending for the same state object, else a new one."""
+        identity = {"stat_etag": stat.etag, "stat_modified": stat.last_modified.isoformat()}
+        earlier = load_record(self.workdir, prefix).get("submission") or {}
+        if earlier.get("pending") and all(earlier.get(k) == v for k, v in identity.items()):
+            return dict(earlier)
+        return {**identity, "token": secrets.token_hex(8), "pending": False}
+
+    def _found_earlier(
+        self, prefix: str, stat: ObjectInfo, comment: str, report: DispatchReport
+    ) -> bool:
+        """True when the job was dealt with: found in Slurm (adopted), or the controller could
+        not say (left waiting). False when Slurm certainly has no such job."""
+        try:
+            job_id = self.scheduler.find(comment)
+        except UnavailableError as exc:
+            self._defer(prefix, f"cannot tell whether it was queued: {exc.message}", report)
+            return True
+        if job_id is None:
+            log.info("job %s: Slurm has no job with comment %s; submitting it", prefix, comment)
+            return False
+        log.warning("job %s: an earlier sbatch did queue it, as Slurm job %s", prefix, job_id)
+        found = SbatchResult(
+            job_id,
+            f"Submitted batch job {job_id}\n(found by its comment {comment}: sbatch's answer"
+            " was lost)\n",
+        )
+        submission = load_record(self.workdir, prefix).get("submission", {})
+        self._note_locally(prefix, self.workdir / prefix, found, {**submission, "pending": False})
+        self._put_text(prefix, layout.SBATCH_OUT, found.output)
+        self._submitted(prefix, stat.etag, job_id, report)
+        return True
+
+    def _submitted(self, prefix: str, stat_etag: str, job_id: str, report: DispatchReport) -> None:
+        self._put_text(prefix, layout.JOB_ID, job_id + "\n")
+        self._set_state(prefix, State.JOB_SUBMIT, stat_etag)
+        log.info("job %s submitted as Slurm job %s", prefix, job_id)
+        report.submitted.append((prefix, job_id))
+
+    def _defer(self, prefix: str, reason: str, report: DispatchReport) -> None:
+        """Not the job's fault: release the claim so the next run tries again."""
+        self._release(prefix)
+        self.controller_down = f"slurmctld unreachable: {reason}"
+        log.warning("job %s left waiting (FILE_UPLOAD): %s; trying again next run", prefix, reason)
+        report.waiting.append((prefix, reason))
+
+    def _note_locally(
+        self, prefix: str, job_dir: Path, result: SbatchResult, submission: dict[str, Any]
+    ) -> None:
+        """The record, and what the seed's sub-job.sh leaves in the job directory (sbatch's
+        output and the job id). sbatch has run: a local failure must not stop the S3 writes."""
+        try:
+            update_record(self.workdir, prefix, slurm_job_id=result.job_id, submission=submission)
+            if job_dir.is_dir():
+                text = result.output or (result.reason or "") + "\n"
+                (job_dir / layout.SBATCH_OUT).write_text(text, encoding="utf-8")
+                if result.job_id is not None:
+                    (job_dir / layout.JOB_ID).write_text(result.job_id + "\n", encoding="utf-8")
+        except OSError as exc:
+            log.warning("job %s: cannot write its local files: %s", prefix, exc)
 
     def _fail(
         self,
@@ -332,10 +448,7 @@ class Dispatcher:
             raise InputError(f"the job has no {layout.JOB_SCRIPT}")
         job_dir = self.workdir / prefix
         if job_dir.exists():
-            aside = state_dir(self.workdir) / "replaced" / f"{prefix}-{int(self.clock())}"
-            aside.parent.mkdir(parents=True, exist_ok=True)
-            log.warning("moving the old %s aside to %s", job_dir, aside)
-            shutil.move(str(job_dir), str(aside))
+            self._clear(prefix, job_dir)
         names = [
             n
             for n in objects
@@ -349,10 +462,29 @@ class Dispatcher:
         items = [(layout.key(prefix, n), t) for n, t in targets]
         self.store.download_files(items, lambda _n: None)
         self._verify(prefix, objects, targets)
-        self._update_record(
-            prefix, bucket=self.store.bucket, dispatched_at=_now_iso(), files=snapshot(job_dir)
+        update_record(
+            self.workdir,
+            prefix,
+            bucket=self.store.bucket,
+            dispatched_at=_now_iso(),
+            files=snapshot(job_dir),
+            slurm_job_id=None,
+            completed_at=None,
         )
         return job_dir
+
+    def _clear(self, prefix: str, job_dir: Path) -> None:
+        """Our own earlier download of this job, never submitted, is replaced; anything else
+        (an older job under a reused prefix, with its results) is moved aside."""
+        record = load_record(self.workdir, prefix)
+        if record.get("dispatched_at") and not record.get("slurm_job_id"):
+            log.info("replacing the earlier, unsubmitted download in %s", job_dir)
+            shutil.rmtree(job_dir)
+            return
+        aside = state_dir(self.workdir) / "replaced" / f"{prefix}-{int(self.clock())}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        log.warning("moving the old %s aside to %s", job_dir, aside)
+        shutil.move(str(job_dir), str(aside))
 
     def _verify(self, prefix: str, objects: Objects, targets: list[tuple[str, Path]]) -> None:
         manifest_info = objects.get(layout.SUBMIT_MANIFEST)
@@ -366,12 +498,6 @@ class Dispatcher:
             if entry is not None and fresh and sha256_file(path) != entry.sha256:
                 # The object itself differs from what submit uploaded: retrying cannot help.
                 raise InputError(f"{name}: SHA-256 does not match the submit manifest")
-
-    def _update_record(self, prefix: str, **values: Any) -> None:
-        record = JsonState(job_record_path(self.workdir, prefix))
-        document = record.load(default={}) or {}
-        document.update(prefix=prefix, **values)
-        record.save(document)
 
     # ---- cancelling ------------------------------------------------------------------------
 
@@ -408,7 +534,7 @@ def watch(
         while not stop.stop_requested.is_set():
             try:
                 on_report(dispatcher.run_once())
-            except (UnavailableError, TransferError, UnsafePathError) as exc:
+            except (UnavailableError, TransferError, UnsafePathError, OSError) as exc:
                 log.error("dispatch run failed: %s; next try in %g s", exc, interval)
                 _note_error(dispatcher, str(exc))
             runs += 1

@@ -20,9 +20,10 @@ from typing import Any, Optional
 from mint_common.errors import UsageError
 from mint_common.files import JsonState
 from mint_s3job import layout
-from mint_s3job.dispatch import job_record_path, snapshot, state_dir
+from mint_s3job.dispatch import load_record, snapshot, state_dir, update_record
 from mint_s3job.layout import State
 from mint_s3job.manifest import describe_files, dump_manifest
+from mint_s3job.slurm import prefix_from_comment
 from mint_s3job.store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,16 @@ class EpilogResult:
 
 
 def find_prefix(workdir: Path, env: Mapping[str, str]) -> Optional[str]:
-    """The job's prefix, or None when this Slurm job did not come from the bucket."""
+    """The job's prefix, or None when this Slurm job did not come from the bucket.
+
+    First the comment the dispatcher gave the job (Slurm passes it as SLURM_JOB_COMMENT; it
+    works even when the job ends before sbatch has returned its id to the dispatcher), then
+    the job's working directory, then the job id in the dispatcher's records.
+    """
     job_id = env.get("SLURM_JOB_ID", "").strip()
+    commented = prefix_from_comment(env.get("SLURM_JOB_COMMENT", "").strip())
+    if commented is not None and layout.is_prefix(commented) and (workdir / commented).is_dir():
+        return commented
     work_dir = env.get("SLURM_JOB_WORK_DIR", "").strip()
     if work_dir:
         path = Path(work_dir)
@@ -77,7 +86,9 @@ def find_prefix(workdir: Path, env: Mapping[str, str]) -> Optional[str]:
 def _changed(job_dir: Path, before: Mapping[str, Any]) -> list[tuple[Path, str]]:
     changed = []
     for name, size_mtime in sorted(snapshot(job_dir).items()):
-        if name == layout.JOB_STAT or layout.is_metadata(name):
+        # The seed's local files are the dispatcher's, not results (it writes them while
+        # the job may already be running).
+        if name in layout.RESERVED_INPUTS or layout.is_metadata(name):
             continue
         if before.get(name) != size_mtime:
             changed.append((job_dir / name, name))
@@ -97,8 +108,7 @@ def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Opt
         return None
     layout.check_prefix(prefix)
     job_dir = workdir / prefix
-    record_state = JsonState(job_record_path(workdir, prefix))
-    record = record_state.load(default={}) or {}
+    record = load_record(workdir, prefix)
     recorded_id = record.get("slurm_job_id")
     if recorded_id is not None and str(recorded_id) != job_id:
         log.warning(
@@ -123,9 +133,10 @@ def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Opt
         "slurm_env": {k: env[k] for k in sorted(env) if k.startswith("SLURM_JOB_EXIT")},
     }
     store.put_bytes(layout.key(prefix, layout.EXIT), json.dumps(exit_document).encode())
+    # The dispatcher writes the id too, but maybe after this: readers of JOB_COMPLETE need it.
+    store.put_bytes(layout.key(prefix, layout.JOB_ID), f"{job_id}\n".encode(), if_none_match=True)
     store.put_bytes(layout.key(prefix, layout.JOB_STAT), layout.state_body(State.JOB_COMPLETE))
-    record.update(prefix=prefix, slurm_job_id=recorded_id or job_id, completed_at=completed_at)
-    record_state.save(record)
+    update_record(workdir, prefix, slurm_job_id=recorded_id or job_id, completed_at=completed_at)
     total = sum(e.size for e in entries)
     log.info("job %s (Slurm %s): uploaded %d file(s), JOB_COMPLETE", prefix, job_id, len(entries))
     return EpilogResult(prefix, job_id, len(entries), total, exit_info.exit_code, exit_info.signal)

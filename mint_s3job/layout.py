@@ -70,6 +70,10 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def is_prefix(name: str) -> bool:
+    return bool(_PREFIX_RE.match(name))
+
+
 def default_prefix(now: Optional[datetime] = None) -> str:
     """`job-20261121-180312-1a2b3c4d`: sortable by time, unique by 32 random bits."""
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)

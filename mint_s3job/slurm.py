@@ -1,19 +1,60 @@
-"""Slurm behind a small Protocol: sbatch and scancel as argument lists with timeouts."""
+"""Slurm behind a small Protocol: sbatch, squeue, scancel and scontrol as argument lists with
+timeouts.
+
+sbatch's outcome is one of four, told apart by the messages Slurm 22.05 really prints
+(captured on a running cluster; the transport messages are libslurm's error strings):
+the job was queued; Slurm refused the job itself (bad script, bad partition: the job's
+fault); the controller could not be reached, so nothing was queued; or the request may
+have reached the controller without an answer coming back, so the job may or may not
+exist. Every submission carries a comment naming the job, so that last case can be
+settled with squeue instead of a second sbatch.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Optional, Protocol
 
-from mint_common.errors import ConfigError
+from mint_common.errors import ConfigError, UnavailableError
+from mint_common.proc import kill_process_group, run_command
 
 _SUBMITTED = re.compile(r"^Submitted batch job (\d+)\b", re.MULTILINE)
 _ERROR = re.compile(r"^sbatch: error:.*$", re.MULTILINE)
+COMMENT_TAG = "mint-s3job"
+
+# Nothing was queued (the controller was never reached, or asked us to come back later).
+_NOT_REACHED = (
+    "Unable to contact slurm controller (connect failure)",
+    "Communication connection failure",
+    "Slurm backup controller in standby mode",
+    "Controller is in standby mode",
+    "Resource temporarily unavailable",
+)
+# The request may have been sent: a SIGSTOPped slurmctld gave "Socket timed out on
+# send/recv operation" and queued the job once it ran again.
+_MAYBE_QUEUED = (
+    "Socket timed out on send/recv operation",
+    "Zero Bytes were transmitted or received",
+    "Unable to contact slurm controller (send failure)",
+    "Unable to contact slurm controller (receive failure)",
+    "Unable to contact slurm controller (shutdown failure)",
+    "Message send failure",
+    "Message receive failure",
+)
+
+
+class Outcome(str, Enum):
+    SUBMITTED = "submitted"
+    REFUSED = "refused"  # the job itself is wrong: JOB_ERROR
+    UNREACHABLE = "unreachable"  # nothing was queued; try again later
+    UNCERTAIN = "uncertain"  # may have been queued; look it up before submitting again
 
 
 @dataclass(frozen=True)
@@ -21,6 +62,7 @@ class SbatchResult:
     job_id: Optional[str]
     output: str
     reason: Optional[str] = None
+    outcome: Outcome = Outcome.SUBMITTED
 
     @property
     def ok(self) -> bool:
@@ -29,28 +71,60 @@ class SbatchResult:
 
 def parse_sbatch(stdout: str, stderr: str, returncode: int) -> SbatchResult:
     """The seed's rule (any `sbatch: error:` line is a failure) plus the exit status and the
-    `Submitted batch job N` line (N = the seed's `awk '{print $4}'`)."""
+    `Submitted batch job N` line (N = the seed's `awk '{print $4}'`); transport failures are
+    not the job's fault and are classified apart."""
     output = stdout + stderr
     error = _ERROR.search(output)
+    if any(text in output for text in _MAYBE_QUEUED):
+        return SbatchResult(None, output, _first(error, output), Outcome.UNCERTAIN)
+    if any(text in output for text in _NOT_REACHED):
+        return SbatchResult(None, output, _first(error, output), Outcome.UNREACHABLE)
     if error:
-        return SbatchResult(None, output, error.group(0).strip())
+        return SbatchResult(None, output, error.group(0).strip(), Outcome.REFUSED)
     if returncode != 0:
         last = output.strip().splitlines()[-1:] or ["no output"]
-        return SbatchResult(None, output, f"sbatch exited with status {returncode}: {last[0]}")
+        reason = f"sbatch exited with status {returncode}: {last[0]}"
+        return SbatchResult(None, output, reason, Outcome.REFUSED)
     submitted = _SUBMITTED.search(stdout) or _SUBMITTED.search(output)
     if not submitted:
-        return SbatchResult(None, output, "sbatch printed no 'Submitted batch job N' line")
+        reason = "sbatch printed no 'Submitted batch job N' line"
+        return SbatchResult(None, output, reason, Outcome.UNCERTAIN)
     return SbatchResult(submitted.group(1), output)
 
 
+def _first(error: Optional[re.Match[str]], output: str) -> str:
+    if error:
+        return error.group(0).strip()
+    return (output.strip().splitlines() or ["no output"])[-1]
+
+
+def job_comment(prefix: str, token: str) -> str:
+    """The `--comment` that finds a submission again: `mint-s3job:PREFIX:TOKEN`."""
+    return f"{COMMENT_TAG}:{prefix}:{token}"
+
+
+def prefix_from_comment(comment: str) -> Optional[str]:
+    tag, sep, rest = comment.partition(":")
+    prefix, sep2, _token = rest.rpartition(":")
+    return prefix if tag == COMMENT_TAG and sep and sep2 and prefix else None
+
+
 class Scheduler(Protocol):
-    def submit(self, script_name: str, cwd: Path) -> SbatchResult: ...
+    def submit(self, script_name: str, cwd: Path, comment: str) -> SbatchResult: ...
+
+    def find(self, comment: str) -> Optional[str]:
+        """The id of the job carrying this comment, None if Slurm knows none; raises
+        UnavailableError when the controller cannot say."""
+        ...
 
     def cancel(self, job_id: str) -> tuple[bool, str]: ...
 
 
 class SlurmCommands:
-    """The real commands; sbatch runs in the job directory like the seed's `(cd $d; sbatch ...)`."""
+    """The real commands; sbatch runs in the job directory like the seed's `(cd $d; sbatch ...)`.
+
+    squeue and scontrol are taken from sbatch's directory (e.g. /opt/slurm/bin), else PATH.
+    """
 
     def __init__(
         self, sbatch: str, scancel: str, timeout: float, sbatch_args: Sequence[str] = ()
@@ -60,46 +134,92 @@ class SlurmCommands:
         self.timeout = timeout
         self.sbatch_args = tuple(sbatch_args)
 
-    def submit(self, script_name: str, cwd: Path) -> SbatchResult:
-        argv = [self.sbatch, *self.sbatch_args, script_name]
+    def submit(self, script_name: str, cwd: Path, comment: str) -> SbatchResult:
+        # The comment goes last among the options, so a site's sbatch_args cannot hide it.
+        argv = [self.sbatch, *self.sbatch_args, f"--comment={comment}", script_name]
         try:
-            done = subprocess.run(
+            process = subprocess.Popen(
                 argv,
                 cwd=cwd,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 start_new_session=True,
             )
+        except OSError as exc:
+            return SbatchResult(
+                None, "", f"cannot run {self.sbatch}: {exc.strerror}", Outcome.UNREACHABLE
+            )
+        try:
+            stdout, stderr = process.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
+            # The whole group: a wrapper's children would otherwise keep the pipes open.
+            kill_process_group(process, grace=1.0)
+            process.communicate()
             return SbatchResult(
                 None,
                 "",
                 f"sbatch did not answer within {self.timeout:g} s; the job may or may not have"
-                " been queued (check squeue); it is not submitted again",
+                " been queued",
+                Outcome.UNCERTAIN,
             )
-        except OSError as exc:
-            return SbatchResult(None, "", f"cannot run {self.sbatch}: {exc.strerror}")
-        return parse_sbatch(done.stdout, done.stderr, done.returncode)
+        return parse_sbatch(
+            stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), process.returncode
+        )
+
+    def find(self, comment: str) -> Optional[str]:
+        done = self._run(
+            self.sibling("squeue"), "--me", "--states=all", "--noheader", "--format=%i|%k"
+        )
+        if done.returncode != 0:
+            raise UnavailableError(f"squeue failed: {_text(done)}")
+        for line in done.stdout.splitlines():
+            job_id, _, job_comment_text = line.partition("|")
+            if job_comment_text.strip() == comment:
+                return job_id.strip()
+        return None
 
     def cancel(self, job_id: str) -> tuple[bool, str]:
-        argv = [_resolve(self.scancel_command, "scancel"), job_id]
         try:
-            done = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout,
-                check=False,
-                start_new_session=True,
-            )
-        except subprocess.TimeoutExpired:
-            return False, f"scancel did not answer within {self.timeout:g} s"
-        text = (done.stdout + done.stderr).strip()
+            done = self._run(_resolve(self.scancel_command, "scancel"), job_id)
+        except UnavailableError as exc:
+            return False, exc.message
+        text = _text(done)
         if done.returncode != 0 and "Invalid job id" not in text:
             return False, text or f"scancel exited with status {done.returncode}"
         return True, text
+
+    def ping(self) -> tuple[bool, str]:
+        """`scontrol ping`: is the controller up (its own one-line verdict)."""
+        done = self._run(self.sibling("scontrol"), "ping")
+        text = _text(done)
+        return done.returncode == 0 and " is UP" in text, text.splitlines()[0] if text else ""
+
+    def show_config(self) -> dict[str, str]:
+        """`scontrol show config` as Key -> value; raises UnavailableError when it fails."""
+        done = self._run(self.sibling("scontrol"), "show", "config")
+        if done.returncode != 0:
+            raise UnavailableError(f"scontrol show config failed: {_text(done)}")
+        values: dict[str, str] = {}
+        for line in done.stdout.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                values.setdefault(key.strip(), value.strip())
+        return values
+
+    def sibling(self, name: str) -> str:
+        beside = os.path.join(os.path.dirname(self.sbatch), name)
+        return beside if os.access(beside, os.X_OK) else _resolve(name, name)
+
+    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
+        try:
+            return run_command(argv, timeout=self.timeout)
+        except OSError as exc:
+            raise UnavailableError(f"cannot run {argv[0]}: {exc.strerror}") from None
+
+
+def _text(done: subprocess.CompletedProcess[str]) -> str:
+    return (done.stdout + done.stderr).strip()
 
 
 def _resolve(command: str, what: str) -> str:

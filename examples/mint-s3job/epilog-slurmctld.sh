@@ -1,7 +1,36 @@
 #!/bin/bash
-# Slurm runs EpilogSlurmctld without arguments, so point it at this wrapper:
-#   /opt/slurm/etc/slurm.conf:  EpilogSlurmctld=/opt/mint/libexec/mint-s3job-epilog.sh
-# It reads SLURM_JOB_ID, SLURM_JOB_WORK_DIR and SLURM_JOB_EXIT_CODE(2) from Slurm and
-# ignores jobs whose work directory is not under the configured workdir.
+# Slurm's EpilogSlurmctld for mint-s3job (replaces the seed's epilog.sh). Install it as e.g.
+#   /opt/mint/libexec/mint-s3job-epilog.sh   and in slurm.conf:
+#   EpilogSlurmctld=/opt/mint/libexec/mint-s3job-epilog.sh
+#
+# slurmctld runs it as SlurmUser, without arguments, in an environment of its own making:
+# only SLURM_* variables (SLURM_JOB_ID, SLURM_JOB_WORK_DIR, SLURM_JOB_COMMENT,
+# SLURM_JOB_EXIT_CODE2, ...), no PATH, no HOME, nothing of slurmctld's own environment
+# (seen on Slurm 22.05.8). Settings therefore come from files only: mint-s3job's config
+# (/etc/mint/mint-s3job.yaml: bucket, region, endpoint_url, workdir) and, if present, a
+# settings file beside this script named like it with .conf for .sh
+# (/opt/mint/libexec/mint-s3job-epilog.conf), read as shell:
+#   mint_s3job=/opt/mint/bin/mint-s3job        # the command (default below)
+#   config=/etc/mint/mint-s3job-head.yaml      # an extra --config file (optional)
+#   log_file=/var/log/mint-s3job-epilog.log    # where the epilog logs (default below)
+#   export AWS_SHARED_CREDENTIALS_FILE=/etc/mint/aws-credentials   # no instance role
+# It must belong to the user running this script and be writable by nobody else.
 set -euo pipefail
-exec /opt/mint/bin/mint-s3job epilog --log-file /var/log/mint-s3job-epilog.log
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mint_s3job=/opt/mint/bin/mint-s3job
+config=
+log_file=/var/log/mint-s3job-epilog.log
+settings="${0%.sh}.conf"
+if [[ -e "$settings" ]]; then
+    if [[ ! -O "$settings" || -n "$(find "$settings" -maxdepth 0 -perm /022)" ]]; then
+        echo "mint-s3job-epilog: refusing $settings: not owned by $(id -un) or writable by others" >&2
+        exit 78
+    fi
+    # shellcheck source=/dev/null
+    source "$settings"
+fi
+args=(epilog --log-file "$log_file")
+if [[ -n "$config" ]]; then
+    args+=(--config "$config")
+fi
+exec "$mint_s3job" "${args[@]}"

@@ -4,8 +4,10 @@
 # prepares the path mypy uses to find mint_common.
 
 # Debian packages: sshd for mint-ssh, rsync/nc for the legacy flow and ProxyCommand tests,
-# `file` for MIME words, procps for process checks, time for /usr/bin/time -v in benchmarks.
-DEBIAN_PACKAGES="openssh-server openssh-client rsync netcat-openbsd file procps time"
+# `file` for MIME words, procps for process checks, time for /usr/bin/time -v in benchmarks,
+# and a real one-host Slurm (scripts/lib/slurm_cluster.py) for mint-burst and mint-s3job.
+DEBIAN_PACKAGES="openssh-server openssh-client rsync netcat-openbsd file procps time
+slurmctld slurmd slurm-client munge"
 
 step() { printf '\n== %s ==\n' "$*" >&2; }
 

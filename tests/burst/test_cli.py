@@ -1,4 +1,11 @@
-"""The mint-burst command line against the fake scheduler on PATH and a moto EC2 server."""
+"""The mint-burst command line against the fake scheduler on PATH and a moto EC2 server.
+
+The same commands against a real Slurm (slurmds as VMs, the command provider) are in
+test_e2e_slurm.py. These stay on the fakes because they run for developers who are
+not root (no Slurm daemons), because they pair the scheduler with EC2 (moto), and
+because the fakes produce on demand what a real cluster cannot: garbage output, a slow
+sinfo in the middle of a step, Torque and PBS Pro (no Debian package).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The command provider with site scripts written by the test (the JSON contract)."""
+"""The command provider with site scripts written by the test (the JSON contract).
+
+Scripts whose create really starts a node (a slurmd of the real test cluster) and whose
+delete stops it are in test_e2e_slurm.py; the contract's failure cases (bad JSON,
+exit 75, timeouts) stay here, where they need no cluster and run for non-root developers.
+"""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from mint_burst.model import (
 from mint_burst.policy import PolicySettings
 from mint_burst.provider import CLUSTER_TAG, NODE_TAG, LaunchRequest
 from mint_burst.state import FileStore
-from mint_common.errors import InputError, UnavailableError
+from mint_common.errors import ConfigError, InputError, UnavailableError
 from tests.burst.conftest import Ec2World
 
 HOSTS = (Host("10.0.1.11", "c1"), Host("10.0.1.12", "c2"), Host("10.0.1.13", "c3"))
@@ -41,17 +41,21 @@ class QueueDouble:
     running: dict[str, str] = field(default_factory=dict)
     states: dict[str, NodeState] = field(default_factory=dict)
     failing: bool = False
+    missing_queue: bool = False
+    extra_jobs: tuple[Job, ...] = ()
     job_appears_on_leave: set[str] = field(default_factory=set)
     calls: list[str] = field(default_factory=list)
 
     def get_status(self) -> QueueStatus:
+        if self.missing_queue:
+            raise ConfigError("queue 'cloud': Slurm has no such partition")
         if self.failing:
             raise UnavailableError(
                 "squeue exited with status 1: Unable to contact slurm controller"
             )
         jobs = [Job(f"p{i}", "pending", 1, reason="Resources") for i in range(self.pending)]
         jobs += [Job(job, "running", 1, (node,)) for node, job in self.running.items()]
-        return QueueStatus("cloud", tuple(jobs), dict(self.states))
+        return QueueStatus("cloud", (*jobs, *self.extra_jobs), dict(self.states))
 
     def join_cluster(self, node: str) -> None:
         self.calls.append(f"join {node}")
@@ -335,3 +339,37 @@ def test_drain_all_waits_for_busy_nodes_unless_forced(
     assert len(ec2_world.instances()) == 1
     assert engine.drain_all(force=True) == []
     assert ec2_world.instances() == []
+
+
+class ProviderNotToTouch:
+    """A provider that fails the test if the engine asks it anything."""
+
+    def __init__(self) -> None:
+        self.backoffs: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"the provider was asked {name!r}")
+
+
+def test_missing_queue_stops_the_step_before_the_provider_is_asked(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    engine = make_engine(
+        config, ec2_world, QueueDouble(missing_queue=True), Clock(), provider=ProviderNotToTouch()
+    )
+    with pytest.raises(ConfigError, match="no such partition"):
+        engine.step()
+
+
+def test_a_job_no_node_can_serve_is_reported_every_step_but_logged_once(
+    config: BurstConfig, ec2_world: Ec2World, caplog: pytest.LogCaptureFixture
+) -> None:
+    queue = QueueDouble(extra_jobs=(Job("77", "pending", 5, reason="Resources"),))
+    engine = make_engine(config, ec2_world, queue, Clock())
+    first, second = engine.step(), engine.step()
+    assert first.unservable == second.unservable
+    assert "at most 3 burst node(s)" in first.unservable["77"]
+    assert first.actions == [] and first.to_json()["unservable_jobs"][0]["job_id"] == "77"
+    logged = [r for r in caplog.records if "will never be served" in r.getMessage()]
+    assert len(logged) == 1
+    assert json.loads(config.state_file.read_text())["unservable"] == first.unservable

@@ -49,3 +49,10 @@ def test_state_round_trip_and_malformed_content() -> None:
         NodeTable.from_json(broken, "state.json")
     with pytest.raises(InputError, match="not a mint-burst state"):
         NodeTable.from_json({"version": 2}, "state.json")
+
+
+def test_unservable_jobs_survive_the_state_file_round_trip() -> None:
+    table = NodeTable(unservable={"8": "needs 8 node(s); partition 'cloud' allows 5"})
+    again = NodeTable.from_json(table.to_json(), "state.json")
+    assert again.unservable == table.unservable
+    assert NodeTable.from_json({"version": 1}, "old-state.json").unservable == {}

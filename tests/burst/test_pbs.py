@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mint_burst.model import Host
 from mint_burst.pbs import (
     PbsScheduler,
     exec_hosts,
@@ -16,8 +17,9 @@ from mint_burst.pbs import (
     parse_qstat_json,
     parse_qstat_xml,
 )
+from mint_burst.policy import PolicySettings, demand
 from mint_burst.scheduler import CommandRunner
-from mint_common.errors import InputError, UnavailableError
+from mint_common.errors import ConfigError, InputError, UnavailableError
 from tests.burst.conftest import recorded
 
 
@@ -28,7 +30,7 @@ def test_torque_qstat_xml_sample() -> None:
     assert jobs["101.head"].node_names == ("c1", "c2")
     assert jobs["101.head"].nodes == 2
     assert jobs["105.head"].nodes == 3
-    assert not jobs["103.head"].runnable and jobs["102.head"].runnable
+    assert jobs["103.head"].reason == "held" and jobs["102.head"].reason == ""
 
 
 def test_torque_pbsnodes_xml_sample() -> None:
@@ -104,21 +106,33 @@ def test_torque_status_and_leave(recorded_runner: Any) -> None:
         },
     )
     status = scheduler.get_status()
-    assert status.nodes_needed() == 4 and "c1" in status.busy_nodes()
+    hosts = tuple(Host(f"10.0.1.{i}", f"c{i}") for i in range(1, 9))
+    assert demand(status, PolicySettings(hosts, max_nodes=8), 0.0).nodes == 4
+    assert "c1" in status.busy_nodes()
     assert scheduler.leave_cluster("c1") is False
     assert scheduler.leave_cluster("c3") is True
     assert ["pbsnodes", "-o", "-N", "mint-burst: leaving the cluster", "c3"] in runner.calls
 
 
-@pytest.mark.parametrize(
-    "sample",
-    ["torque_qstat_unknown_queue", "torque_qstat_no_server"],
-    ids=["unknown-queue", "no-server"],
-)
-def test_torque_errors_raise(recorded_runner: Any, sample: str) -> None:
-    scheduler, _runner = _scheduler(recorded_runner, "torque", {"qstat": sample})
-    with pytest.raises(UnavailableError, match="qstat -x cloud exited with status"):
+def test_torque_server_down_is_unavailable(recorded_runner: Any) -> None:
+    scheduler, _runner = _scheduler(recorded_runner, "torque", {"qstat": "torque_qstat_no_server"})
+    with pytest.raises(UnavailableError, match="qstat -x cloud exited with status 111"):
         scheduler.get_status()
+
+
+@pytest.mark.parametrize("flavor", ["torque", "pbspro"])
+def test_unknown_queue_is_a_configuration_error(recorded_runner: Any, flavor: Any) -> None:
+    """Samples written from documentation (PBSE_UNKQUE): no Torque or PBS package runs here."""
+    scheduler, runner = _scheduler(
+        recorded_runner,
+        flavor,
+        {"qstat -Q": "torque_qstat_q_unknown_queue", "qstat": "torque_qstat_unknown_queue"},
+    )
+    with pytest.raises(ConfigError, match="no such queue"):
+        scheduler.check_queue()
+    with pytest.raises(ConfigError, match="Unknown queue"):
+        scheduler.get_status()
+    assert runner.calls[0] == ["qstat", "-Q", "cloud"]
 
 
 def test_pbspro_join_clears_offline_with_r(recorded_runner: Any) -> None:

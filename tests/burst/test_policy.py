@@ -20,9 +20,10 @@ from mint_burst.model import (
     NodeRecord,
     NodeState,
     NodeTable,
+    Partition,
     QueueStatus,
 )
-from mint_burst.policy import PolicySettings, decide
+from mint_burst.policy import PolicySettings, decide, demand
 
 HOSTS = tuple(Host(f"10.0.1.{i}", f"c{i}") for i in range(1, 9))
 NOW = 1_800_000_000.0
@@ -274,13 +275,17 @@ def test_never_overshoots_the_need(world: tuple[QueueStatus, NodeTable, PolicySe
     if launches:
         busy = status.busy_nodes()
         retiring = {a.node for a in decision.actions if a.kind in ("remove", "terminate")}
+        dead = {n for n, s in status.nodes.items() if not s.responding}
         spare = sum(
             1
             for r in decision.records.values()
             if r.name not in retiring
-            and (r.phase in (REQUESTED, BOOTING) or (r.phase == JOINED and r.name not in busy))
+            and (
+                r.phase in (REQUESTED, BOOTING)
+                or (r.phase == JOINED and r.name not in busy and r.name not in dead)
+            )
         )
-        assert spare + launches <= status.nodes_needed()
+        assert spare + launches <= demand(status, config, NOW).nodes
 
 
 @given(worlds())
@@ -290,3 +295,139 @@ def test_no_decision_at_all_when_the_scheduler_read_failed(
 ) -> None:
     _status, table, config = world
     assert decide(None, table, NOW, config).actions == ()
+
+
+def _demand_of(*jobs: Job, partition: Optional[Partition] = None, **overrides: object) -> int:
+    status = QueueStatus("cloud", jobs, {}, partition)
+    return demand(status, settings_for(**overrides), NOW).nodes
+
+
+@pytest.mark.parametrize(
+    ("job", "nodes"),
+    [
+        (Job("1", "pending", 2, reason="ReqNodeNotAvail, UnavailableNodes:c[1-4]"), 2),
+        (Job("1", "pending", 1, reason="ReqNodeNotAvail, UnavailableNodes:s2"), 0),
+        (Job("1", "pending", 1, reason="ReqNodeNotAvail, UnavailableNodes:"), 1),
+        (Job("1", "pending", 1, reason="Resources", required_nodes=("s2",)), 0),
+        (Job("1", "pending", 1, reason="Resources", required_nodes=("c2",)), 1),
+        (
+            Job(
+                "1",
+                "pending",
+                3,
+                reason="Nodes required for job are DOWN, DRAINED or reserved for jobs in"
+                " higher priority partitions",
+            ),
+            3,
+        ),
+        (Job("1", "pending", 1, reason="BeginTime", start_time=NOW + 120), 1),
+        (Job("1", "pending", 1, reason="BeginTime", start_time=NOW + 1200), 0),
+        (Job("1", "pending", 1, reason="BeginTime"), 0),
+        (Job("1", "pending", 1, reason="Priority", held=True), 0),
+        (Job("1", "pending", 1, reason="Dependency", dependency="afterok:2(unfulfilled)"), 0),
+        (Job("1", "pending", 1, reason="ReqNodeNotAvail", dependency="afterok:2"), 0),
+        (Job("1_[2-6%2]", "pending", 2, reason="JobArrayTaskLimit", tasks=0), 0),
+        (Job("1_[2-6%3]", "pending", 2, reason="Priority", tasks=2), 4),
+    ],
+    ids=[
+        "reqnodenotavail-ours",
+        "reqnodenotavail-not-ours",
+        "reqnodenotavail-no-names",
+        "pinned-elsewhere",
+        "pinned-to-ours",
+        "nodes-down-drained",
+        "begins-within-boot",
+        "begins-later",
+        "begintime-unknown",
+        "held",
+        "dependency-field",
+        "dependency-behind-another-reason",
+        "array-throttled",
+        "array-two-may-start",
+    ],
+)
+def test_demand_rules(job: Job, nodes: int) -> None:
+    assert _demand_of(job) == nodes
+
+
+def test_jobs_too_big_for_the_partition_or_our_nodes_are_unservable() -> None:
+    partition = Partition(("c1", "c2", "s2"), max_job_nodes=3)
+    jobs = (
+        Job("big", "pending", 4, reason="PartitionConfig"),
+        Job("capped", "pending", 3, reason="Resources"),
+        Job("fits", "pending", 2, reason="Resources"),
+    )
+    status = QueueStatus("cloud", jobs, {}, partition)
+    wanted = demand(status, settings_for(max_nodes=1), NOW)
+    assert wanted.nodes == 2
+    assert set(wanted.unservable) == {"big", "capped"}
+    assert "partition 'cloud' allows 3" in wanted.unservable["big"]
+    assert "at most 1 burst node(s) and 1 other node(s)" in wanted.unservable["capped"]
+    decision = decide(status, NodeTable(), NOW, settings_for(max_nodes=1))
+    assert decision.unservable == wanted.unservable
+
+
+@pytest.mark.parametrize(
+    ("started", "joins"),
+    [(None, True), (0.0, False), (NOW - 60, False), (float(int(NOW - 10)), True), (NOW, True)],
+    ids=["not-said", "never-registered", "before-launch", "same-second", "after-launch"],
+)
+def test_join_only_a_node_registered_since_our_launch(
+    started: Optional[float], joins: bool
+) -> None:
+    booting = record("c1", BOOTING, age=9.5)
+    status = QueueStatus("cloud", (), {"c1": NodeState("c1", "down", "", started)})
+    decision = decide(status, table_of(booting), NOW, settings_for())
+    assert (("join", "c1") in kinds(decision)) is joins
+
+
+def test_a_node_powering_up_for_a_job_has_not_joined() -> None:
+    booting = record("c1", BOOTING, age=30)
+    status = QueueStatus(
+        "cloud",
+        (Job("7", "running", 1, ("c1",)),),
+        {"c1": NodeState("c1", "allocated", "#")},
+    )
+    decision = decide(status, table_of(booting), NOW, settings_for())
+    assert decision.records["c1"].phase == BOOTING
+
+
+def test_a_joined_node_that_stopped_answering_is_no_spare() -> None:
+    dead = record("c1", JOINED, idle_for=5)
+    status = QueueStatus(
+        "cloud",
+        pending(1, reason="ReqNodeNotAvail, UnavailableNodes:c1"),
+        {"c1": NodeState("c1", "down", "*")},
+    )
+    decision = decide(status, table_of(dead), NOW, settings_for())
+    assert ("launch", "c2") in kinds(decision)
+
+
+def test_a_joined_node_silent_for_boot_timeout_is_terminated_even_while_jobs_wait() -> None:
+    settings = settings_for(max_nodes=2, boot_timeout=300.0)
+    dead = record("c1", JOINED)
+    status = QueueStatus("cloud", pending(2), {"c1": NodeState("c1", "down", "*")})
+    first = decide(status, table_of(dead), NOW, settings)
+    assert ("terminate", "c1") not in kinds(first)
+    assert first.records["c1"].silent_since == NOW
+    later = decide(status, NodeTable(records=first.records), NOW + 300.0, settings)
+    assert ("terminate", "c1") in kinds(later)
+
+
+def test_a_silent_node_that_answers_again_starts_its_clock_afresh() -> None:
+    settings = settings_for(boot_timeout=300.0)
+    node = record("c1", JOINED)
+    node.silent_since = NOW - 299.0
+    status = QueueStatus("cloud", pending(1), {"c1": NodeState("c1", "idle")})
+    decision = decide(status, table_of(node), NOW, settings)
+    assert decision.records["c1"].silent_since is None
+    assert ("terminate", "c1") not in kinds(decision)
+
+
+def test_a_silent_node_still_listed_with_a_job_is_not_terminated() -> None:
+    settings = settings_for(boot_timeout=300.0)
+    node = record("c1", JOINED)
+    node.silent_since = NOW - 1000.0
+    running = Job("r1", "running", 1, ("c1",))
+    status = QueueStatus("cloud", (running,), {"c1": NodeState("c1", "mixed", "*")})
+    assert ("terminate", "c1") not in kinds(decide(status, table_of(node), NOW, settings))

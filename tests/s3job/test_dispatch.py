@@ -17,7 +17,7 @@ from mint_common.files import JsonState
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher, job_record_path, state_dir, watch
 from mint_s3job.jobs import cancel_job, job_status
-from mint_s3job.slurm import SbatchResult, SlurmCommands
+from mint_s3job.slurm import Outcome, SbatchResult, SlurmCommands
 from mint_s3job.store import S3ObjectStore
 from mint_s3job.submit import collect_inputs, submit
 
@@ -43,8 +43,13 @@ def test_dispatch_downloads_and_submits_once(
     assert report.submitted == [("job-a", "4242")]
     assert config.workdir is not None
     job_dir = config.workdir / "job-a"
-    calls = fake_slurm.calls()
-    assert [(c["cwd"], c["argv"]) for c in calls] == [(str(job_dir), ["job-aws-run.sh"])]
+    [call] = fake_slurm.calls()
+    assert call["cwd"] == str(job_dir) and call["argv"][-1] == "job-aws-run.sh"
+    [comment] = call["argv"][:-1]
+    token = JsonState(job_record_path(config.workdir, "job-a")).load()["submission"]["token"]
+    assert comment == f"--comment=mint-s3job:job-a:{token}"
+    assert (job_dir / "job-aws-sbatch.out").read_text() == "Submitted batch job 4242\n"
+    assert (job_dir / "job-aws-jobid.txt").read_text() == "4242\n"
     assert (job_dir / "input" / "deep" / "blob.bin").read_bytes() == BINARY
     assert (job_dir / "input" / "deep" / "深い" / JAPANESE_NAME).is_file()
     assert not (job_dir / ".mint-s3job").exists()
@@ -191,9 +196,12 @@ class _FastJob:
     def __init__(self, store: S3ObjectStore, prefix: str) -> None:
         self.store, self.prefix = store, prefix
 
-    def submit(self, script_name: str, cwd: Path) -> SbatchResult:
+    def submit(self, script_name: str, cwd: Path, comment: str) -> SbatchResult:
         self.store.put_bytes(f"{self.prefix}/job-aws-stat.txt", b"JOB_COMPLETE\n")
         return SbatchResult("99", "Submitted batch job 99\n")
+
+    def find(self, comment: str) -> None:
+        return None
 
     def cancel(self, job_id: str) -> tuple[bool, str]:
         return True, ""
@@ -285,3 +293,54 @@ def test_input_that_does_not_match_the_submit_manifest_is_refused(
         ("job-corrupt", "input/params.txt: SHA-256 does not match the submit manifest")
     ]
     assert store.get_bytes("job-corrupt/job-aws-stat.txt") == b"JOB_ERROR\n"
+
+
+class _LostAnswer:
+    """sbatch's answer is lost once; Slurm cannot say at first, then knows the job.
+
+    The real cluster produces this too (test_real_slurm.py); this keeps the protocol covered
+    where Slurm cannot be installed."""
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.looked_up: list[str] = []
+        self.known: dict[str, str] = {}
+
+    def submit(self, script_name: str, cwd: Path, comment: str) -> SbatchResult:
+        self.submitted.append(comment)
+        output = (
+            "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n"
+        )
+        return SbatchResult(None, output, output.strip(), Outcome.UNCERTAIN)
+
+    def find(self, comment: str) -> str | None:
+        self.looked_up.append(comment)
+        if comment not in self.known:
+            raise UnavailableError("squeue failed: Socket timed out on send/recv operation")
+        return self.known[comment]
+
+    def cancel(self, job_id: str) -> tuple[bool, str]:
+        return True, ""
+
+
+def test_lost_sbatch_answer_is_looked_up_not_resubmitted(
+    store: S3ObjectStore, config: S3JobConfig, tmp_path: Path
+) -> None:
+    _submit(store, tmp_path, "job-u")
+    _submit(store, tmp_path, "job-v")
+    assert config.workdir is not None
+    slurm = _LostAnswer()
+    first = Dispatcher(store, slurm, config.workdir, config).run_once()
+    assert [p for p, _ in first.waiting] == ["job-u", "job-v"]
+    assert len(slurm.submitted) == 1  # job-v is not tried against the same dead controller
+    for prefix in ("job-u", "job-v"):
+        assert store.get_bytes(f"{prefix}/job-aws-stat.txt") == b"FILE_UPLOAD\n"
+        assert store.head(f"{prefix}/.mint-s3job/claim.json") is None
+    slurm.known[slurm.submitted[0]] = "77"
+    second = Dispatcher(store, slurm, config.workdir, config).run_once()
+    assert second.submitted == [("job-u", "77")]
+    assert [p for p, _ in second.waiting] == ["job-v"]  # its own answer was lost this time
+    assert slurm.looked_up.count(slurm.submitted[0]) == 2
+    assert slurm.submitted.count(slurm.submitted[0]) == 1
+    assert store.get_bytes("job-u/job-aws-stat.txt") == b"JOB_SUBMIT\n"
+    assert (config.workdir / "job-u" / "job-aws-jobid.txt").read_text() == "77\n"

@@ -37,3 +37,52 @@ def test_seed_setting_names_are_accepted(tmp_path: Path) -> None:
 def test_example_scripts_parse(name: str) -> None:
     result = subprocess.run(["bash", "-n", str(EXAMPLES / name)], capture_output=True, timeout=10)
     assert result.returncode == 0, result.stderr
+
+
+def _install_wrapper(tmp_path: Path, settings: str, mode: int) -> Path:
+    wrapper = tmp_path / "libexec" / "mint-s3job-epilog.sh"
+    wrapper.parent.mkdir()
+    wrapper.write_bytes((EXAMPLES / "epilog-slurmctld.sh").read_bytes())
+    wrapper.chmod(0o755)
+    conf = wrapper.with_suffix(".conf")
+    conf.write_text(settings)
+    conf.chmod(mode)
+    return wrapper
+
+
+def test_epilog_wrapper_takes_its_settings_from_the_file_beside_it(tmp_path: Path) -> None:
+    """slurmctld passes only SLURM_* variables, so the wrapper's settings file is the route."""
+    fake = tmp_path / "mint-s3job"
+    fake.write_text('#!/bin/bash\nprintf "%s\\n" "$@" "PATH=$PATH" "KEY=$AWS_CONFIG_FILE"\n')
+    fake.chmod(0o755)
+    wrapper = _install_wrapper(
+        tmp_path,
+        f"mint_s3job={fake}\nconfig='/etc/mint/head node.yaml'\nlog_file={tmp_path}/e.log\n"
+        "export AWS_CONFIG_FILE=/etc/mint/aws-config\n",
+        0o644,
+    )
+    done = subprocess.run(
+        [str(wrapper)], env={"SLURM_JOB_ID": "7"}, capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "epilog",
+        "--log-file",
+        f"{tmp_path}/e.log",
+        "--config",
+        "/etc/mint/head node.yaml",
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "KEY=/etc/mint/aws-config",
+    ]
+
+
+def test_epilog_wrapper_refuses_settings_others_can_write(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    fake = tmp_path / "mint-s3job"
+    fake.write_text(f"#!/bin/bash\ntouch {marker}\n")
+    fake.chmod(0o755)
+    wrapper = _install_wrapper(tmp_path, f"mint_s3job={fake}\n", 0o666)
+    done = subprocess.run([str(wrapper)], env={}, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 78
+    assert "refusing" in done.stderr and "writable by others" in done.stderr
+    assert not marker.exists()

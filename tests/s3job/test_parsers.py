@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,7 @@ from mint_common.errors import InputError
 from mint_s3job import layout
 from mint_s3job.epilog import parse_exit
 from mint_s3job.layout import State
-from mint_s3job.slurm import parse_sbatch
+from mint_s3job.slurm import Outcome, parse_sbatch, prefix_from_comment
 
 
 @pytest.mark.parametrize(
@@ -105,6 +107,62 @@ def test_parse_sbatch_recorded_outputs(
     assert result.reason == reason
 
 
+# Captured from sbatch 22.05.8 against tests' real cluster (tests/s3job/test_real_slurm.py
+# produces each of them again): stopped slurmctld, SIGSTOPped slurmctld, refusals.
+REAL_22_05 = [
+    (
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller"
+        " (connect failure)\n",
+        Outcome.UNREACHABLE,
+    ),
+    (
+        "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n",
+        Outcome.UNCERTAIN,
+    ),
+    (
+        "sbatch: error: invalid partition specified: nosuch\n"
+        "sbatch: error: Batch job submission failed: Invalid partition name specified\n",
+        Outcome.REFUSED,
+    ),
+    (
+        "sbatch: error: This does not look like a batch script.  The first\n"
+        "sbatch: error: line must start with #! followed by the path to an interpreter.\n"
+        "sbatch: error: For instance: #!/bin/sh\n",
+        Outcome.REFUSED,
+    ),
+    ("sbatch: error: Unable to open file missing.sh\n", Outcome.REFUSED),
+]
+
+
+@pytest.mark.parametrize(
+    ("stderr", "outcome"),
+    REAL_22_05,
+    ids=["ctld-down", "ctld-stopped", "partition", "no-shebang", "no-script"],
+)
+def test_sbatch_failures_are_told_apart(stderr: str, outcome: Outcome) -> None:
+    """Only a refusal of the job itself is the job's fault (JOB_ERROR)."""
+    result = parse_sbatch("", stderr, 1)
+    assert result.job_id is None
+    assert result.outcome is outcome
+    assert result.reason == stderr.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("comment", "prefix"),
+    [
+        ("mint-s3job:job-1:0123abcd", "job-1"),
+        ("mint-s3job:a:b:c", "a:b"),
+        ("mint-s3job:job-1", None),
+        ("mint-s3job::tok", None),
+        ("someone else's comment", None),
+        ("", None),
+    ],
+    ids=["ours", "colons", "no-token", "empty-prefix", "foreign", "empty"],
+)
+def test_prefix_from_comment(comment: str, prefix: str | None) -> None:
+    assert prefix_from_comment(comment) == prefix
+
+
 @given(st.integers(min_value=1, max_value=2**31), st.text(alphabet="abc \n", max_size=30))
 def test_parse_sbatch_finds_the_job_id_among_other_lines(job_id: int, noise: str) -> None:
     stdout = f"{noise}\nSubmitted batch job {job_id}\n"
@@ -135,3 +193,27 @@ def test_parse_exit_from_slurm_environment(
 def test_parse_exit_wait_status_round_trip(code: int, sig: int) -> None:
     info = parse_exit({"SLURM_JOB_EXIT_CODE": str((code << 8) | sig)})
     assert (info.exit_code, info.signal) == (code, sig)
+
+
+CAPTURED = Path(__file__).resolve().parents[1] / "burst" / "recorded"
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome"),
+    [
+        ("s3job_sbatch_refused", Outcome.REFUSED),
+        ("s3job_sbatch_test_controller_down", Outcome.UNREACHABLE),
+    ],
+)
+def test_sbatch_captures_of_scripts_capture_slurm_outputs_are_told_apart(
+    name: str, outcome: Outcome
+) -> None:
+    """The files a site sends (scripts/capture-slurm-outputs, `sbatch --test-only`) classify
+    as the dispatcher would classify the same answer to a real submission."""
+    result = parse_sbatch(
+        (CAPTURED / f"{name}.stdout").read_text(),
+        (CAPTURED / f"{name}.stderr").read_text(),
+        int((CAPTURED / f"{name}.rc").read_text()),
+    )
+    assert result.outcome is outcome
+    assert not result.ok

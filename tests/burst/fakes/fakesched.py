@@ -75,10 +75,13 @@ def squeue(state: dict[str, Any], args: list[str]) -> int:
             continue
         if fmt == "%i":
             say(job["id"])
-        elif fmt == "%i|%T|%D|%r|%N":
+        elif fmt == "%i|%T|%D|%Q|%F|%K|%S|%N|%n|%E|%r":
+            held = job["state"] == "HELD"
             say(
-                f"{job['id']}|{job['state']}|{job['nodes']}|{job.get('reason', 'None')}"
-                f"|{job.get('nodelist', '')}"
+                f"{job['id']}|{'PENDING' if held else job['state']}|{job['nodes']}"
+                f"|{0 if held else 4294901757}|{job['id']}|N/A|{job.get('start', 'N/A')}"
+                f"|{job.get('nodelist', '')}||{job.get('dependency', '(null)')}"
+                f"|{'JobHeldUser' if held else job.get('reason', 'None')}"
             )
         else:
             err(f"squeue: error: fake squeue does not know format {fmt!r}")
@@ -105,8 +108,12 @@ def scontrol(state: dict[str, Any], args: list[str]) -> int:
     if args == ["--version"]:
         say(f"slurm {state.get('version', '23.02.7')}")
         return 0
+    if args[:3] == ["--oneliner", "show", "partition"]:
+        return show_partition(state, args[3])
+    if args[:3] == ["--oneliner", "show", "node"]:
+        return show_nodes(state, args[3].split(","))
     if not args or args[0] != "update":
-        err("scontrol: error: fake scontrol knows only 'update'")
+        err("scontrol: error: fake scontrol knows only 'update' and 'show partition|node'")
         return 2
     fields = dict(a.split("=", 1) for a in args[1:])
     name, wanted = fields.get("NodeName"), fields.get("State", "").upper()
@@ -139,11 +146,45 @@ def scontrol(state: dict[str, Any], args: list[str]) -> int:
     return 0
 
 
+def show_partition(state: dict[str, Any], name: str) -> int:
+    if name not in state.get("partitions", ["cloud"]):
+        say(f"Partition {name} not found")
+        return 1
+    nodes = sorted(state.get("nodes", {}))
+    say(
+        f"PartitionName={name} AllowGroups=ALL Default=YES MaxNodes=UNLIMITED"
+        f" MaxTime=UNLIMITED MinNodes=0 Nodes={','.join(nodes) or '(null)'} State=UP"
+        f" TotalCPUs={len(nodes)} TotalNodes={len(nodes)}"
+    )
+    return 0
+
+
+def show_nodes(state: dict[str, Any], names: list[str]) -> int:
+    nodes = state.get("nodes", {})
+    for name in names:
+        if name not in nodes:
+            say(f"Node {name} not found")
+            return 1
+        # Unless the test says otherwise, slurmd has just registered (after any launch).
+        started = nodes[name].get(
+            "slurmd_started", time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime())
+        )
+        say(f"NodeName={name} State={nodes[name]['state'].upper()} SlurmdStartTime={started}")
+    return 0
+
+
 def qstat(state: dict[str, Any], args: list[str]) -> int:
     if args == ["--version"]:
         say(f"Version: {state.get('torque_version', '6.1.3')}")
         return 0
     queue = args[-1]
+    if queue not in state.get("partitions", ["cloud"]):
+        # Torque's and PBS Pro's text for PBSE_UNKQUE (15018, exit status 15018 & 255).
+        err("qstat: Unknown queue MSG=cannot locate queue")
+        return 170
+    if args[:1] == ["-Q"]:
+        say(f"{queue} 0 0 yes yes 0 0 0 0 0 0 E")
+        return 0
     jobs = [j for j in state.get("jobs", []) if j.get("partition", "cloud") == queue]
     codes = {"PENDING": "Q", "RUNNING": "R", "HELD": "H"}
     if args[:1] == ["-x"]:
