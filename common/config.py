@@ -7,7 +7,9 @@ environment variables `MINT_<TOOL>_<KEY>`, command-line flags.
 A schema is a frozen dataclass. Field metadata understood here:
 - `secret=True`: the value may also come from `<key>_file` (a file that only
   its owner may read) or `<key>_command` (its stdout); it is registered for
-  redaction and held in a `Secret` that never prints itself.
+  redaction and held in a `Secret` that never prints itself. A secret is one line:
+  a value, file or command output with an internal line break is refused (78),
+  since no header can carry it and every printed form of it would leak.
 - `aliases=(...)`: other names accepted for the key in files and flags
   (e.g. a legacy setting name), and `env=(...)`: extra environment variable
   names read at the same precedence as `MINT_<TOOL>_<KEY>`.
@@ -265,8 +267,7 @@ def _resolve_secret(name: str, merged: Mapping[str, tuple[Any, _Layer]]) -> Opti
             return value
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{layer.source}: key {name!r}: expected a non-empty string")
-        register_secret(value)
-        return Secret(value)
+        return Secret(one_line_secret(value, f"{layer.source}: key {name!r}: the value"))
     if name + "_file" in merged:
         value, layer = merged[name + "_file"]
         return Secret(
@@ -300,7 +301,23 @@ def read_secret_file(path: Path, where: str) -> str:
         raise ConfigError(f"{where}: cannot read {path}: {exc}") from exc
     if not value:
         raise ConfigError(f"{where}: {path} is empty")
+    return one_line_secret(
+        value, f"{where}: {path}", hint=f"keep only the secret, on one line, in {path}"
+    )
+
+
+def one_line_secret(value: str, where: str, *, hint: Optional[str] = None) -> str:
+    """Register `value` for redaction and return it; ConfigError (78) naming `where`, never
+    the value, if it has a line break inside (a token is one line; a multi-line one cannot
+    go into a header and leaks through every message that quotes the header)."""
+    lines = value.splitlines()
+    for line in lines:
+        register_secret(line)
     register_secret(value)
+    if len(lines) > 1:
+        raise ConfigError(
+            f"{where} holds {len(lines)} lines; a secret must be a single line", hint=hint
+        )
     return value
 
 
@@ -318,15 +335,20 @@ def run_secret_command(command: str, where: str) -> str:
             f"{where}: the command did not finish within {SECRET_COMMAND_TIMEOUT:.0f} s"
         ) from None
     value = result.stdout.decode("utf-8", "replace").strip()
-    if value:
-        register_secret(value)
+    for line in value.splitlines():
+        register_secret(line)
+    register_secret(value)
     if result.returncode != 0:
         lines = result.stderr.decode("utf-8", "replace").strip().splitlines()
         detail = f": {lines[-1][:200]}" if lines else ""
         raise ConfigError(f"{where}: the command exited with status {result.returncode}{detail}")
     if not value:
         raise ConfigError(f"{where}: the command printed nothing")
-    return value
+    return one_line_secret(
+        value,
+        f"{where}: the output of the command",
+        hint=f"print the secret alone, e.g. {command} | head -n1 (pass show prints more lines)",
+    )
 
 
 def coerce(value: Any, tp: Any, *, source: str, key: str) -> Any:
@@ -359,9 +381,8 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
         return tp.from_config(value, source=source, key=key)
     if tp is Secret:
         if not isinstance(value, str) or not value:
-            raise _bad(source, key, "a non-empty string", value)
-        register_secret(value)
-        return Secret(value)
+            raise ConfigError(f"{source}: key {key!r}: expected a non-empty string")
+        return Secret(one_line_secret(value, f"{source}: key {key!r}: the value"))
     if tp is bool:
         return _coerce_bool(value, source, key)
     if tp is int:

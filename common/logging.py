@@ -1,18 +1,23 @@
 """One logging set-up per tool: rich on a terminal, plain timestamped lines otherwise, or JSON.
 
 Every handler carries the redaction filter, so a secret registered with
-`register_secret` is masked in every record, whatever logger emitted it.
+`register_secret` is masked in every record, whatever logger emitted it, and in
+the forms libraries print it in: Python repr escapes, JSON escapes,
+percent-encoding, each line of a multi-line value; anything after `Bearer ` is
+masked whether registered or not.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, TextIO
+from urllib.parse import quote, quote_plus
 
 MASK = "********"
 LOG_FORMATS = ("auto", "plain", "json", "rich")
@@ -24,21 +29,48 @@ _secrets_lock = threading.Lock()
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
 
+#: Shorter values (and shorter lines of a multi-line value) are not masked: too many false hits.
+MIN_SECRET_LENGTH = 4
+#: An HTTP bearer credential as requests, urllib3 or a curl trace print it (header dicts,
+#: `InvalidHeader` messages with repr escapes, percent-encoded URLs).
+_BEARER = re.compile(r"(?i)(\bBearer(?:\s+|%20|\+))[^\s'\"<>,;&]{8,}")
+_PERCENT = re.compile(r"%[0-9A-F]{2}")
+
+
+def secret_forms(value: str) -> set[str]:
+    """The ways a library may print `value`: as is, repr and JSON escaped, percent-encoded
+    (upper- and lower-case hex), and each of its lines alone."""
+    forms = {
+        value,
+        repr(value)[1:-1],
+        repr(value.encode("utf-8", "surrogatepass"))[2:-1],
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+    }
+    for encoded in (quote(value, safe=""), quote(value), quote_plus(value, safe="")):
+        forms.add(encoded)
+        forms.add(_PERCENT.sub(lambda match: match.group(0).lower(), encoded))
+    forms.update(line.strip() for line in value.splitlines())
+    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
+
+
 def register_secret(value: Optional[str]) -> None:
-    """Mask this value in every log record and error message from now on."""
-    if value and len(value) >= 4:
+    """Mask this value (in every printed form, see `secret_forms`) in every log record and
+    error message from now on."""
+    if value and len(value) >= MIN_SECRET_LENGTH:
+        forms = secret_forms(value)
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets.update(forms)
 
 
 def redact(text: str) -> str:
-    """Replace every registered secret in `text` with a mask."""
+    """Replace every registered secret in `text`, and any bearer credential, with a mask."""
     with _secrets_lock:
         secrets = sorted(_secrets, key=len, reverse=True)
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return _BEARER.sub(lambda match: match.group(1) + MASK, text)
 
 
 class RedactingFilter(logging.Filter):

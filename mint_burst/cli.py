@@ -128,6 +128,12 @@ def status(as_json: bool, no_scheduler: bool) -> None:
     ]
     if rows:
         emit_table(("node", "ip", "phase", "instance", "age", "in phase", "idle"), rows)
+    for node in document["nodes"]:
+        if node["launch_error"]:
+            click.echo(
+                f"launch of {node['name']} failed, the instance may exist (the next listing"
+                f" decides): {node['launch_error']}"
+            )
     for orphan in document["orphans"]:
         click.echo(f"orphan: {orphan['instance_id']} (node tag {orphan['node'] or '-'})")
     if document["last_error"]:

@@ -7,7 +7,8 @@ with one JSON object on stdin and must print one JSON object on stdout:
   "provider_name", "flavor", "image", "nfs_mount_point", "nfs_local_dir"}
   -> {"instance_id": "..."}. Exit 75 means "no capacity now, try later".
 - list:   {"action": "list", "cluster"}
-  -> {"instances": [{"instance_id", "node", "ip", "state"}, ...]} (live instances only).
+  -> {"instances": [{"instance_id", "node", "ip", "state", "token"}, ...]} (live instances
+  only; "token" is optional: the create request's token, if the cloud keeps it).
 - delete: {"action": "delete", "cluster", "instance_ids": [...]} -> {} (ids already gone are fine).
 
 The seed's variables (VC_NAME, PROVIDER_NAME, FLAVOR_NAME, IMAGE_NAME,
@@ -25,19 +26,25 @@ from typing import Any
 from mint_burst.config import BurstConfig
 from mint_burst.model import Instance
 from mint_burst.provider import LaunchRequest
-from mint_burst.scheduler import last_line
+from mint_burst.scheduler import MAX_JSON_VALUES, MAX_OUTPUT_BYTES, check_json_size, last_line
 from mint_common.errors import InputError, TryAgainLater, UnavailableError
 from mint_common.proc import run_command
-
-MAX_OUTPUT_CHARS = 16 * 1024 * 1024
 
 
 class CommandProvider:
     """The Provider protocol over site scripts."""
 
-    def __init__(self, config: BurstConfig) -> None:
+    def __init__(
+        self,
+        config: BurstConfig,
+        *,
+        max_output: int = MAX_OUTPUT_BYTES,
+        max_values: int = MAX_JSON_VALUES,
+    ) -> None:
         self.config = config
         self.settings = config.command
+        self.max_output = max_output
+        self.max_values = max_values
         self.backoffs: dict[str, float] = {}
 
     def _environment(self) -> dict[str, str]:
@@ -52,27 +59,38 @@ class CommandProvider:
         return {**os.environ, **seed}
 
     def _call(self, action: str, argv: Sequence[str], payload: dict[str, Any]) -> dict[str, Any]:
-        result = run_command(
-            argv,
-            timeout=self.settings.timeout,
-            env=self._environment(),
-            input_text=json.dumps({"action": action, "cluster": self.config.cluster, **payload}),
-        )
-        detail = last_line(result.stderr) or "no message"
+        try:
+            result = run_command(
+                argv,
+                timeout=self.settings.timeout,
+                env=self._environment(),
+                input_text=json.dumps(
+                    {"action": action, "cluster": self.config.cluster, **payload}
+                ),
+                max_output=self.max_output,
+            )
+        except InputError as exc:
+            raise InputError(f"{action} script: {exc.message}") from None
         if result.returncode == 75:
-            raise TryAgainLater(f"{action} script {argv[0]} asks to try later: {detail}")
+            raise TryAgainLater(
+                f"{action} script {argv[0]} asks to try later: {_detail(result.stderr)}"
+            )
         if result.returncode != 0:
             raise UnavailableError(
-                f"{action} script {argv[0]} exited with status {result.returncode}: {detail}"
+                f"{action} script {argv[0]} exited with status {result.returncode}:"
+                f" {_detail(result.stderr)}"
             )
-        if len(result.stdout) > MAX_OUTPUT_CHARS:
-            raise InputError(f"{action} script {argv[0]} printed more than 16 MiB")
+        check_json_size(result.stdout, f"{action} script {argv[0]}", max_values=self.max_values)
         try:
             document = json.loads(result.stdout or "null")
+        except RecursionError:
+            raise InputError(f"{action} script {argv[0]} printed JSON nested too deeply") from None
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"{action} script {argv[0]} did not print JSON ({exc.msg} at line {exc.lineno})"
             ) from None
+        except ValueError as exc:  # an integer literal of more than 4,300 digits
+            raise InputError(f"{action} script {argv[0]} printed unusable JSON: {exc}") from None
         if not isinstance(document, dict):
             raise InputError(f"{action} script {argv[0]} must print a JSON object")
         return document
@@ -120,6 +138,7 @@ class CommandProvider:
                     node=item["node"],
                     ip=str(item.get("ip", "")),
                     state=str(item.get("state", "running")),
+                    token=str(item.get("token", "")),
                 )
             )
         return instances
@@ -135,3 +154,7 @@ class CommandProvider:
                 raise UnavailableError(f"command.{key}: {program} is not an executable file")
         count = len(self.list_instances())
         return [("command provider list", f"list script answered ({count} instance(s))")]
+
+
+def _detail(stderr: str) -> str:
+    return last_line(stderr) or "no message"

@@ -302,4 +302,5 @@ def _instance(item: dict[str, Any]) -> Instance:
         ip=str(item.get("PrivateIpAddress", "")),
         state=str(item.get("State", {}).get("Name", "unknown")),
         launched_at=launch_time.timestamp() if launch_time is not None else None,
+        token=str(item.get("ClientToken", "")),
     )

@@ -33,11 +33,13 @@ from mint_burst.policy import PolicySettings, decide
 from mint_burst.provider import LaunchRequest, Provider
 from mint_burst.scheduler import Scheduler
 from mint_burst.state import StateStore
-from mint_common.errors import ConfigError, MintError
+from mint_common.errors import AuthError, ConfigError, MintError, TryAgainLater
 
 log = logging.getLogger(__name__)
 RETERMINATE_AFTER = 60.0
 MAX_PARALLEL_LAUNCHES = 16
+# Launch failures that prove no instance was created: the provider refused the request.
+REFUSED = (TryAgainLater, ConfigError, AuthError)
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Engine:
                 if record.instance_id is None:
                     log.info("adopted %s for node %s", instance.instance_id, record.name)
                     record.instance_id = instance.instance_id
+                    record.launch_error = ""
                 if record.phase == REQUESTED:
                     record.enter(BOOTING, now)
                 if (
@@ -165,6 +168,15 @@ class Engine:
                     and not self.dry_run
                 ):
                     self._terminate_quietly([instance.instance_id], report)
+            elif record.launch_error and record.instance_id is None:
+                # This listing was taken after the failed launch returned, and it shows no
+                # instance with the node's tag or the launch's token: nothing was created.
+                log.warning(
+                    "node %s: its failed launch (%s) created no instance; freeing the name",
+                    record.name,
+                    record.launch_error,
+                )
+                del table.records[record.name]
             elif record.phase == TERMINATING or now - record.launched_at > self.launch_grace:
                 # Within the grace a fresh instance may not be listed yet (EC2 describe is
                 # eventually consistent), or the launch call is still to come after a crash.
@@ -179,21 +191,55 @@ class Engine:
                 del table.records[record.name]
         live_orphans = [i for i in instances if i.instance_id not in owned]
         if live_orphans and self.reap_orphans and not self.dry_run:
-            log.warning(
-                "terminating %d tagged instance(s) we have no record of: %s",
-                len(live_orphans),
-                ", ".join(i.instance_id for i in live_orphans),
-            )
-            self._terminate_quietly([i.instance_id for i in live_orphans], report)
-            report.done.extend(f"reaped orphan {i.instance_id}" for i in live_orphans)
-            live_orphans = []
-        elif live_orphans:
+            live_orphans = self._reap(live_orphans, report)
+        if live_orphans:
             log.warning(
                 "tagged instance(s) without a record (kept; --reap-orphans terminates them): %s",
                 ", ".join(f"{i.instance_id} ({i.node or '?'})" for i in live_orphans),
             )
         table.orphans = live_orphans
         report.orphans = live_orphans
+
+    def _reap(self, orphans: list[Instance], report: StepReport) -> list[Instance]:
+        """Terminate the orphans the scheduler confirms idle or absent; return the others."""
+        if report.status is None:
+            log.warning("not reaping orphans: the scheduler could not be read")
+            return orphans
+        busy = report.status.busy_nodes()
+        kept: list[Instance] = []
+        for orphan in orphans:
+            why = self._orphan_in_use(orphan, busy)
+            if why:
+                report.notes.append(f"kept orphan {orphan.instance_id} (node {orphan.node}): {why}")
+                kept.append(orphan)
+                continue
+            log.warning(
+                "terminating tagged instance %s (node %s) we have no record of",
+                orphan.instance_id,
+                orphan.node or "none",
+            )
+            self._terminate_quietly([orphan.instance_id], report)
+            report.done.append(f"reaped orphan {orphan.instance_id}")
+        return kept
+
+    def _orphan_in_use(self, orphan: Instance, busy: frozenset[str]) -> str:
+        """Why the orphan may run a job ("" once the scheduler says its node is idle or absent).
+
+        An idle node is drained and set down first, so no job lands on it before the
+        terminate; a node the scheduler does not answer for is kept.
+        """
+        if not orphan.node:
+            return ""
+        if orphan.node in busy:
+            return "the scheduler shows a job on its node"
+        try:
+            return "" if self.scheduler.leave_cluster(orphan.node) else "a job runs on it; draining"
+        except MintError as exc:
+            try:
+                jobs = self.scheduler.node_jobs(orphan.node)
+            except MintError as jobs_exc:
+                return f"the scheduler cannot say ({exc.message}; {jobs_exc.message})"
+        return f"job(s) {', '.join(jobs)} run on it" if jobs else ""
 
     @staticmethod
     def _match(
@@ -205,7 +251,9 @@ class Engine:
             if record.instance_id is not None:
                 if instance.instance_id == record.instance_id:
                     return instance
-            elif instance.node == record.name:
+            elif instance.node == record.name or (
+                record.launch_token and instance.token == record.launch_token
+            ):
                 return instance
         return None
 
@@ -225,15 +273,33 @@ class Engine:
             record = table.records.get(action.node)
             if record is None or action.kind == "launch":
                 continue
-            if action.kind == "join":
-                try:
-                    self.scheduler.join_cluster(action.node)
-                    report.done.append(action.describe())
-                except MintError as exc:
-                    report.errors.append(f"join {action.node}: {exc.message}")
-            else:
-                self._retire(table, record, action, report)
+            try:
+                self._carry_out(table, record, action, report)
+            except Exception as exc:  # one node's surprise must not starve the others
+                log.error(
+                    "%s %s: unexpected %s: %s",
+                    action.kind,
+                    action.node,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                report.errors.append(
+                    f"{action.kind} {action.node}: unexpected {type(exc).__name__}: {exc}"
+                )
             self._save(table)
+
+    def _carry_out(
+        self, table: NodeTable, record: NodeRecord, action: Action, report: StepReport
+    ) -> None:
+        if action.kind != "join":
+            self._retire(table, record, action, report)
+            return
+        try:
+            self.scheduler.join_cluster(action.node)
+            report.done.append(action.describe())
+        except MintError as exc:
+            report.errors.append(f"join {action.node}: {exc.message}")
 
     def _launch_all(
         self, table: NodeTable, launches: Sequence[Action], now: float, report: StepReport
@@ -255,23 +321,33 @@ class Engine:
         workers = min(MAX_PARALLEL_LAUNCHES, len(requests))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="launch") as pool:
             outcomes = list(pool.map(self._launch_one, requests))
-        for request, (instance_id, error) in zip(requests, outcomes):
+        for request, (instance_id, error, refused) in zip(requests, outcomes):
             record = table.records[request.node]
             if instance_id is not None:
                 record.instance_id = instance_id
                 record.enter(BOOTING, self.clock())
                 report.done.append(f"launched {request.node} as {instance_id}")
-            else:
+            elif refused:
                 del table.records[request.node]
                 report.errors.append(f"launch {request.node}: {error}")
+            else:
+                record.launch_error = error
+                record.note = "launch failed, the instance may exist: the next listing decides"
+                report.errors.append(
+                    f"launch {request.node} (kept until the next listing): {error}"
+                )
         self._save(table)
 
-    def _launch_one(self, request: LaunchRequest) -> tuple[Optional[str], str]:
+    def _launch_one(self, request: LaunchRequest) -> tuple[Optional[str], str, bool]:
+        """(instance id, error, whether the provider refused so that nothing was created)."""
         try:
-            return self.provider.launch(request), ""
+            return self.provider.launch(request), "", False
         except MintError as exc:
             log.error("cannot launch %s: %s", request.node, exc.message)
-            return None, exc.message
+            return None, exc.message, isinstance(exc, REFUSED)
+        except Exception as exc:  # a bug or a garbled answer after the call
+            log.error("cannot launch %s: %s: %s", request.node, type(exc).__name__, exc)
+            return None, f"{type(exc).__name__}: {exc}", False
 
     def _retire(
         self, table: NodeTable, record: NodeRecord, action: Action, report: StepReport

@@ -162,6 +162,10 @@ class NodeRecord:
     idle_since: Optional[float] = None
     silent_since: Optional[float] = None
     note: str = ""
+    # Set when the launch call failed in a way that may still have created the VM (a
+    # timeout, a lost answer, a script that died after creating it): the record stays
+    # until the next listing adopts the instance or shows that none exists.
+    launch_error: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -189,6 +193,8 @@ class Instance:
     ip: str
     state: str
     launched_at: Optional[float] = None
+    # The client token the instance was launched with, when the provider reports it.
+    token: str = ""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from mint_burst.model import Job, NodeState, QueueStatus
-from mint_burst.scheduler import CommandRunner, message
+from mint_burst.scheduler import MAX_JSON_VALUES, CommandRunner, check_json_size, message
 from mint_common.errors import ConfigError, InputError, UnavailableError
 
 PENDING = {"Q": "", "H": "held", "W": "begintime", "T": ""}
@@ -26,6 +26,10 @@ LEAVE_NOTE = "mint-burst: leaving the cluster"
 UNKNOWN_QUEUE = "Unknown queue"
 _NODES_SPEC = re.compile(r"^(\d+)")
 _VERSION = re.compile(r"(?:Version:|pbs_version\s*=)\s*(\S+)")
+# The most `<` a Torque XML answer may hold, counted before it is parsed (each element
+# costs about 100 bytes parsed): some 6,000 jobs of `qstat -x`, which is also about what
+# fits in MAX_OUTPUT_BYTES.
+MAX_XML_TAGS = 600_000
 Flavor = Literal["torque", "pbspro"]
 
 
@@ -42,11 +46,13 @@ def _node_count(resources: Mapping[str, Any]) -> int:
 
 def exec_hosts(text: str) -> tuple[str, ...]:
     """`c1/0+c1/1+c2/0-3` or `(c1:ncpus=1)+(c2:ncpus=1)` -> ("c1", "c2")."""
-    names: list[str] = []
+    # A dict keeps the order and makes a repeated name cheap (one exec_host can list
+    # every core of a node).
+    names: dict[str, None] = {}
     for chunk in text.split("+"):
         name = chunk.strip().strip("()").split("/")[0].split(":")[0].strip()
-        if name and name not in names:
-            names.append(name)
+        if name:
+            names[name] = None
     return tuple(names)
 
 
@@ -68,9 +74,18 @@ def _job(
     raise InputError(f"qstat: job {job_id}: unknown job state {state!r}")
 
 
-def parse_qstat_xml(text: str, queue: str) -> tuple[Job, ...]:
+def _check_xml_size(text: str, what: str, max_tags: int) -> None:
+    if text.count("<") > max_tags:
+        raise InputError(
+            f"{what} output has more than {max_tags:,} XML tags; refused (the bound is"
+            " mint_burst.pbs.MAX_XML_TAGS)"
+        )
+
+
+def parse_qstat_xml(text: str, queue: str, *, max_tags: int = MAX_XML_TAGS) -> tuple[Job, ...]:
     if not text.strip():
         return ()
+    _check_xml_size(text, "qstat -x", max_tags)
     try:
         root = ET.fromstring(text)  # noqa: S314 - trusted local command output
     except ET.ParseError as exc:
@@ -100,20 +115,27 @@ def parse_qstat_xml(text: str, queue: str) -> tuple[Job, ...]:
     return tuple(jobs)
 
 
-def _load_json(text: str, what: str) -> dict[str, Any]:
+def _load_json(text: str, what: str, max_values: int) -> dict[str, Any]:
+    check_json_size(text, what, max_values=max_values)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{what} output is not valid JSON: {exc.msg} at line {exc.lineno}"
         ) from None
+    except RecursionError:
+        raise InputError(f"{what} output: JSON nested too deeply") from None
+    except ValueError as exc:  # an integer literal of more than 4,300 digits
+        raise InputError(f"{what} output: unusable JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InputError(f"{what} output: expected a JSON object")
     return document
 
 
-def parse_qstat_json(text: str, queue: str) -> tuple[Job, ...]:
-    document = _load_json(text, "qstat -F json")
+def parse_qstat_json(
+    text: str, queue: str, *, max_values: int = MAX_JSON_VALUES
+) -> tuple[Job, ...]:
+    document = _load_json(text, "qstat -F json", max_values)
     jobs: list[Job] = []
     entries = document.get("Jobs", {})
     if not isinstance(entries, dict):
@@ -160,7 +182,10 @@ def _torque_jobs_field(text: str) -> list[str]:
     return ids
 
 
-def parse_pbsnodes_xml(text: str) -> dict[str, tuple[NodeState, list[str]]]:
+def parse_pbsnodes_xml(
+    text: str, *, max_tags: int = MAX_XML_TAGS
+) -> dict[str, tuple[NodeState, list[str]]]:
+    _check_xml_size(text, "pbsnodes -x", max_tags)
     try:
         root = ET.fromstring(text)  # noqa: S314 - trusted local command output
     except ET.ParseError as exc:
@@ -175,8 +200,10 @@ def parse_pbsnodes_xml(text: str) -> dict[str, tuple[NodeState, list[str]]]:
     return nodes
 
 
-def parse_pbsnodes_json(text: str) -> dict[str, tuple[NodeState, list[str]]]:
-    document = _load_json(text, "pbsnodes -F json")
+def parse_pbsnodes_json(
+    text: str, *, max_values: int = MAX_JSON_VALUES
+) -> dict[str, tuple[NodeState, list[str]]]:
+    document = _load_json(text, "pbsnodes -F json", max_values)
     entries = document.get("nodes", {})
     if not isinstance(entries, dict):
         raise InputError("pbsnodes -F json output: 'nodes' is not an object")

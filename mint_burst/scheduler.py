@@ -7,14 +7,27 @@ an unreadable queue must never look like an empty one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Protocol
+import functools
+from collections.abc import Iterator, Sequence
+from typing import Callable, Optional, Protocol
 
 from mint_burst.model import QueueStatus
-from mint_common.errors import UnavailableError
+from mint_common.errors import InputError, UnavailableError
 from mint_common.proc import run_command
 
 Runner = Callable[..., "CompletedLike"]
+# The most a scheduler command or provider script may print on stdout: far above a real
+# queue (100,000 squeue lines are about 10 MB), far below what would hurt the head node.
+MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+# The most lines one line-based answer (squeue, sinfo, scontrol show node) may have.
+# A pending job array is one squeue line however many elements it has; a queue with
+# more separate jobs than this is refused (nothing is decided) rather than held in memory.
+MAX_LINES = 100_000
+# The most values a JSON answer (provider script, PBS Pro qstat/pbsnodes) may hold,
+# counted before it is parsed: about 80,000 instances of a `list` answer.
+MAX_JSON_VALUES = 500_000
+# How much of the end of an error output is searched for its last line.
+LAST_LINE_SCAN = 64 * 1024
 
 
 class CompletedLike(Protocol):
@@ -55,11 +68,12 @@ class CommandRunner:
         *,
         timeout: float,
         admin_prefix: Sequence[str] = (),
-        runner: Runner = run_command,
+        runner: Optional[Runner] = None,
+        max_output: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self.timeout = timeout
         self.admin_prefix = list(admin_prefix)
-        self._runner = runner
+        self._runner = runner or functools.partial(run_command, max_output=max_output)
 
     def run(self, argv: Sequence[str], *, admin: bool = False) -> str:
         return self.checked(argv, self.call(argv, admin=admin))
@@ -83,5 +97,51 @@ def message(result: CompletedLike) -> str:
 
 
 def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
+    """The last non-blank line, at most 300 characters; only the text's end is looked at."""
+    # A flood of short lines must not become millions of strings just to show one.
+    tail = text[-LAST_LINE_SCAN:]
+    end = len(tail)
+    while end > 0:
+        start = tail.rfind("\n", 0, end) + 1
+        line = tail[start:end].strip()
+        if line:
+            return line[:300]
+        end = start - 1
+    return ""
+
+
+def iter_lines(text: str, what: str, *, max_lines: int = MAX_LINES) -> Iterator[tuple[int, str]]:
+    """(number, line) of each non-blank line, one at a time (never a list of them all).
+
+    An answer of more than `max_lines` lines, blank ones included, raises InputError.
+    """
+    start = 0
+    number = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        if end < 0:
+            end = len(text)
+        number += 1
+        if number > max_lines:
+            raise InputError(
+                f"{what} printed more than {max_lines:,} lines; refused (the bound is"
+                " mint_burst.scheduler.MAX_LINES)"
+            )
+        line = text[start:end]
+        start = end + 1
+        if line.strip():
+            yield number, line
+
+
+def check_json_size(text: str, what: str, *, max_values: int = MAX_JSON_VALUES) -> None:
+    """Refuse JSON that could hold more than `max_values` values before it is parsed.
+
+    Every value but the first follows a `,` or opens with `[` or `{`, so counting those
+    three characters (inside strings too: an overestimate) bounds what json.loads builds.
+    """
+    count = text.count(",") + text.count("[") + text.count("{")
+    if count > max_values:
+        raise InputError(
+            f"{what} printed JSON of more than {max_values:,} values; refused (the bound is"
+            " mint_burst.scheduler.MAX_JSON_VALUES)"
+        )

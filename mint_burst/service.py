@@ -99,18 +99,33 @@ def _guarded_step(engine: Engine) -> StepReport:
     except MintError as exc:
         engine.note_failure(exc.message)
         raise
+    except Exception as exc:
+        engine.note_failure(f"unexpected {type(exc).__name__}: {exc}")
+        raise
 
 
-def run_loop(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> int:
-    """The daemon: one step every poll_interval until SIGTERM/SIGINT; returns the step count."""
-    engine = build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
-    log.info("effective configuration: %s", redacted_view(config))
+def check_startup(config: BurstConfig, engine: Engine) -> None:
+    """Find configuration mistakes before the loop (78), where no step failure can hide them."""
+    for host in engine.settings.hosts:
+        engine.user_data(host)
     try:
         build_scheduler(config).check_queue()
     except ConfigError:
         raise
     except MintError as exc:
         log.warning("cannot ask the scheduler whether queue %r exists yet: %s", config.queue, exc)
+
+
+def run_loop(
+    config: BurstConfig, *, dry_run: bool, reap_orphans: bool, engine: Optional[Engine] = None
+) -> int:
+    """The daemon: one step every poll_interval until SIGTERM/SIGINT; returns the step count.
+
+    `engine` is built from the configuration unless given (tests give one with doubles).
+    """
+    engine = engine or build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
+    log.info("effective configuration: %s", redacted_view(config))
+    check_startup(config, engine)
     steps = 0
     lock = None if dry_run else SingleInstanceLock(config.lock_file)
     if lock is not None:
@@ -122,10 +137,17 @@ def run_loop(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> int:
                 try:
                     report = _guarded_step(engine)
                     log_report(report, dry_run=dry_run)
-                except ConfigError:
-                    raise
                 except MintError as exc:
                     log.error("step failed: %s", exc.message)
+                except Exception as exc:
+                    # Whatever one step throws (a bug, a reply no parser foresaw), the
+                    # next step runs; the state's last_error shows it to `status`.
+                    log.error(
+                        "step failed: unexpected %s: %s",
+                        type(exc).__name__,
+                        exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG),
+                    )
                 steps += 1
                 stop.wait(config.poll_interval - (time.monotonic() - started))
         log.info("stopped after %d step(s)", steps)

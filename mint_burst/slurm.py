@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from mint_burst.hostlist import expand_hostlist
+from mint_burst.hostlist import MAX_NAMES_PER_ANSWER, NameBudget, expand_hostlist
 from mint_burst.model import JOINABLE_STATES, Job, NodeState, Partition, QueueStatus
-from mint_burst.scheduler import CommandRunner, message
+from mint_burst.scheduler import MAX_LINES, CommandRunner, iter_lines, message
 from mint_common.errors import ConfigError, InputError, UnavailableError
 
 SQUEUE_FORMAT = "%i|%T|%D|%Q|%F|%K|%S|%N|%n|%E|%r"
@@ -64,7 +64,8 @@ NO_VALUE = frozenset({"", "(null)", "N/A", "None", "Unknown"})
 _NODE_STATE = re.compile(r"^([a-z_]+)((?:\+[a-z_]+)*)([*~#!%$@^+-]*)$")
 _VERSION = re.compile(r"^slurm(?:-wlm)?\s+(\S+)\s*$")
 _PARTITION_NOT_FOUND = re.compile(r"^Partition \S+ not found$", re.MULTILINE)
-_TASKS = re.compile(r"^(\d+)(?:-(\d+))?(?::(\d+))?$")
+_TASKS = re.compile(r"^([0-9]{1,9})(?:-([0-9]{1,9}))?(?::([0-9]{1,9}))?$")
+_COUNT = re.compile(r"^[0-9]{1,9}$")
 LEAVE_REASON = "mint-burst: leaving the cluster"
 
 
@@ -91,7 +92,8 @@ def key_values(line: str) -> dict[str, str]:
 
 def parse_partition(text: str, queue: str) -> Partition:
     """`scontrol --oneliner show partition Q` -> its nodes and the most nodes a job may use."""
-    fields = key_values(text.strip().splitlines()[0] if text.strip() else "")
+    first = next(iter_lines(text, "scontrol show partition"), (0, ""))[1]
+    fields = key_values(first)
     if fields.get("PartitionName") != queue or "TotalNodes" not in fields:
         raise InputError(f"scontrol show partition {queue}: unexpected output {text[:80]!r}")
     try:
@@ -107,7 +109,7 @@ def parse_partition(text: str, queue: str) -> Partition:
 def parse_slurmd_started(text: str) -> dict[str, float]:
     """`scontrol --oneliner show node A,B` -> name -> SlurmdStartTime (0.0 when `None`)."""
     started: dict[str, float] = {}
-    for line in text.splitlines():
+    for _number, line in iter_lines(text, "scontrol show node"):
         fields = key_values(line)
         if "NodeName" in fields:
             started[fields["NodeName"]] = slurm_time(fields.get("SlurmdStartTime", "None")) or 0.0
@@ -133,14 +135,14 @@ def _array_tasks(text: str) -> tuple[int, int]:
             raise ValueError(f"bad array task list {text!r}")
         first, last, step = match.group(1), match.group(2) or match.group(1), match.group(3) or "1"
         count += len(range(int(first), int(last) + 1, max(int(step), 1)))
-    return count, int(throttle) if throttle.isdigit() else 0
+    return count, int(throttle) if _COUNT.match(throttle) else 0
 
 
-def _hosts(text: str) -> tuple[str, ...]:
-    return () if text in NO_VALUE else tuple(expand_hostlist(text))
+def _hosts(text: str, budget: NameBudget) -> tuple[str, ...]:
+    return () if text in NO_VALUE else tuple(budget.expand(text))
 
 
-def _squeue_line(number: int, line: str) -> Optional[_Line]:
+def _squeue_line(number: int, line: str, budget: NameBudget) -> Optional[_Line]:
     fields = [f.strip() for f in line.strip().split("|", SQUEUE_FIELDS - 1)]
     if len(fields) != SQUEUE_FIELDS:
         raise InputError(
@@ -154,11 +156,11 @@ def _squeue_line(number: int, line: str) -> Optional[_Line]:
         return None
     if state not in PENDING_STATES and state not in RUNNING_STATES:
         raise InputError(f"squeue output line {number}: unknown job state {state!r}")
-    if not job_id or not count.isdigit() or int(count) < 1:
+    if not job_id or not _COUNT.match(count) or int(count) < 1:
         raise InputError(f"squeue output line {number}: bad job id or node count in {line!r}")
     try:
         if state in RUNNING_STATES:
-            job = Job(job_id, "running", int(count), _hosts(nodelist), reason)
+            job = Job(job_id, "running", int(count), _hosts(nodelist, budget), reason)
             return _Line(job, array_id, (0, 0) if tasks in NO_VALUE else (1, 0))
         held = state in HELD_STATES or priority == "0" or reason.lower().startswith(HELD_REASONS)
         job = Job(
@@ -169,7 +171,7 @@ def _squeue_line(number: int, line: str) -> Optional[_Line]:
             held=held,
             dependency=_open_dependency(depend),
             start_time=slurm_time(start),
-            required_nodes=_hosts(required),
+            required_nodes=_hosts(required, budget),
         )
         return _Line(job, array_id, _array_tasks(tasks))
     except (ValueError, InputError) as exc:
@@ -185,16 +187,21 @@ def _open_dependency(text: str) -> str:
     return "" if all(p.endswith("(fulfilled)") for p in parts) else text
 
 
-def parse_squeue(text: str) -> tuple[Job, ...]:
+def parse_squeue(
+    text: str, *, max_names: int = MAX_NAMES_PER_ANSWER, max_lines: int = MAX_LINES
+) -> tuple[Job, ...]:
     """Parse `squeue --format=SQUEUE_FORMAT` output; any unexpected line raises InputError.
 
     A pending job array line stands for as many elements as its throttle still lets
-    start beside the array's running elements (`Job.tasks`).
+    start beside the array's running elements (`Job.tasks`). The node lists of all
+    lines together expand to at most `max_names` names; at most `max_lines` lines are read.
+    Lines are taken one at a time, so the first bad one stops the parse.
     """
+    budget = NameBudget(max_names)
     lines = [
         parsed
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip() and (parsed := _squeue_line(number, line)) is not None
+        for number, line in iter_lines(text, "squeue", max_lines=max_lines)
+        if (parsed := _squeue_line(number, line, budget)) is not None
     ]
     running: dict[str, int] = {}
     for line in lines:
@@ -225,12 +232,10 @@ def parse_node_state(text: str) -> tuple[str, str]:
     return match.group(1), match.group(3)
 
 
-def parse_sinfo(text: str) -> dict[str, NodeState]:
-    """Parse `sinfo --Node --format=%N|%T` output into node name -> state."""
+def parse_sinfo(text: str, *, max_lines: int = MAX_LINES) -> dict[str, NodeState]:
+    """Parse `sinfo --Node --format=%N|%T` output into node name -> state, line by line."""
     nodes: dict[str, NodeState] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in iter_lines(text, "sinfo", max_lines=max_lines):
         fields = line.strip().split("|")
         if len(fields) != 2 or not fields[0].strip():
             raise InputError(f"sinfo output line {number}: expected NODE|STATE, got {line!r}")
@@ -343,7 +348,7 @@ class SlurmScheduler:
                 "--format=%i",
             ]
         )
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        return [line.strip() for _number, line in iter_lines(text, "squeue --nodelist")]
 
     def check_version(self) -> str:
         versions = {

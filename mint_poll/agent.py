@@ -11,27 +11,49 @@ step comes next (`_align`), so nothing is done twice and nothing is skipped:
 a command that had finished is not run again, results are sent once. If the
 server no longer knows the accept_id (quirk 6) the record is marked lost,
 its working directory kept, and polling goes on.
+
+An accept_id is checked before anything is made from it: one that is not a plain
+name (`a/../../x`, `..`, a leading dot, a control character, too long) never touches
+the disk; the calculation is reported abnormal with the reason (`_refuse_offer`).
+
+`run_forever` survives anything one step throws (any Exception; a second signal's
+exit is not one): the error is logged (the traceback with -v), kept as `last_error`
+in the heartbeat, and the loop goes on. Work on one calculation is isolated: its
+unexpected error is noted in its record and the other calculations go on. One that
+fails the same way QUARANTINE_AFTER times in a row is quarantined: its record is
+marked failed with the reason and it is not retried (when the server offers it
+again, it is reported abnormal without running). Configuration mistakes are found
+before the loop starts (`startup_checks`, exit 78), so the catch-all never hides one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
 import random
+import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
-from mint_common.errors import AuthError, CantCreateError, MintError, UnavailableError
+from mint_common.errors import (
+    AuthError,
+    CantCreateError,
+    ConfigError,
+    MintError,
+    TransferError,
+    TryAgainLater,
+    UnavailableError,
+)
 from mint_common.files import safe_join
+from mint_common.logging import redact
 from mint_poll.api import (
     STD_NAMES,
     STDERR_NAME,
@@ -46,6 +68,7 @@ from mint_poll.mime import mime_words
 from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
 from mint_poll.state import CalcRecord, ResultEntry, StateStore, now_iso
 from mint_poll.stream import MAX_BASE64_LENGTH, base64_length
+from mint_poll.workdirs import make_private_dir, prune
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +77,22 @@ MAX_ALIGN = 4
 HEARTBEAT_EVERY = 10.0
 PRUNE_EVERY = 3600.0
 STAGING_PREFIX = ".mint-poll-"
+#: What an accept_id may be to name a directory and a record file (the server sends UUIDs):
+#: one plain name, no leading dot (so never `.`, `..` or a staging name), short enough to fit.
+ACCEPT_ID_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+#: A calculation that fails the same unexpected way this many times in a row is quarantined.
+QUARANTINE_AFTER = 3
+#: How much of an error message is kept in a record or the heartbeat.
+MAX_ERROR_TEXT = 500
+#: Faults of the surroundings (network, token, disk), never counted against a calculation.
+NOT_THE_CALCULATIONS_FAULT = (
+    UnavailableError,
+    AuthError,
+    CantCreateError,
+    TransferError,
+    TryAgainLater,
+)
 
 #: Server progress -> the last step the agent can consider done.
 _DONE_BY_PROGRESS = {
@@ -99,6 +138,10 @@ class Agent:
         self._last_prune = 0.0
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
+        self.last_error: Optional[dict[str, str]] = None
+        #: accept_id -> (the last unexpected error, how many times in a row)
+        self._failures: dict[str, tuple[str, int]] = {}
+        self._quarantined: dict[str, str] = {}
 
     # ---- polling ---------------------------------------------------------------------------
 
@@ -114,16 +157,99 @@ class Agent:
                 raise UnknownSiteError(self.config.site_id, answer.message)
             log.debug("nothing to do (code %s: %s)", answer.code, answer.message)
             return PollOutcome(None, "nothing to do")
+        accept_id = answer.accept_id
         with self._lock:
-            if answer.accept_id in self._in_flight:
-                return PollOutcome(None, f"{answer.accept_id} is already being handled")
-            self._in_flight.add(answer.accept_id)
+            if accept_id in self._in_flight:
+                return PollOutcome(None, f"{shown_id(accept_id)} is already being handled")
+            self._in_flight.add(accept_id)
         try:
-            record = self.accept(answer.accept_id)
+            record = self._isolated(accept_id, lambda: self._take(accept_id))
         finally:
             with self._lock:
-                self._in_flight.discard(answer.accept_id)
+                self._in_flight.discard(accept_id)
+        if record is None:
+            return PollOutcome(
+                None, f"calculation {shown_id(accept_id)}: {self._error_of(accept_id)}"
+            )
         return PollOutcome(record, _summary(record))
+
+    def _take(self, accept_id: str) -> CalcRecord:
+        """Accept an offer, unless the calculation is quarantined: then only report it."""
+        reason = self._quarantine_reason(accept_id)
+        if reason is None:
+            return self.accept(accept_id)
+        log.warning("calculation %s is quarantined; reporting it abnormal", shown_id(accept_id))
+        record = self._refuse_offer(accept_id, reason)
+        self._quarantined.pop(accept_id, None)
+        return record
+
+    def _quarantine_reason(self, accept_id: str) -> Optional[str]:
+        if accept_id in self._quarantined:
+            return self._quarantined[accept_id]
+        if not ACCEPT_ID_FORM.fullmatch(accept_id):
+            return None
+        previous = self.store.load(accept_id)
+        if previous is not None and previous.quarantined:
+            return previous.message
+        return None
+
+    # ---- isolation of one calculation ------------------------------------------------------
+
+    def _isolated(self, accept_id: str, work: Callable[[], CalcRecord]) -> Optional[CalcRecord]:
+        """Run the work on one calculation; an unexpected error is noted against it (and may
+        quarantine it) instead of ending the loop. Faults of the surroundings propagate."""
+        try:
+            return work()
+        except (UnknownSiteError, *NOT_THE_CALCULATIONS_FAULT):
+            raise
+        except Exception as exc:
+            self._calc_failed(accept_id, exc)
+            return None
+
+    def _calc_failed(self, accept_id: str, exc: Exception) -> None:
+        error = describe_error(exc)
+        previous, count = self._failures.get(accept_id, ("", 0))
+        count = count + 1 if previous == error else 1
+        self._failures[accept_id] = (error, count)
+        log.error(
+            "calculation %s: %s (failure %d of %d before quarantine)",
+            shown_id(accept_id),
+            error,
+            count,
+            QUARANTINE_AFTER,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        self.note_error(f"calculation {shown_id(accept_id)}: {error}")
+        quarantine = count >= QUARANTINE_AFTER
+        reason = f"quarantined after {count} identical failures: {error}"
+        if quarantine:
+            self._quarantined[accept_id] = reason
+            log.error("calculation %s %s; it is not retried", shown_id(accept_id), reason)
+        try:
+            self._mark_record(accept_id, error, count, reason if quarantine else None)
+        except Exception as store_exc:
+            log.warning("cannot note the failure in the record: %s", describe_error(store_exc))
+
+    def _mark_record(
+        self, accept_id: str, error: str, count: int, quarantine: Optional[str]
+    ) -> None:
+        if not ACCEPT_ID_FORM.fullmatch(accept_id):
+            return
+        record = self.store.load(accept_id)
+        if record is None:
+            return
+        record.last_error, record.failures = error, count
+        if quarantine is not None:
+            record.step, record.message, record.quarantined = "failed", quarantine, True
+        self.store.save(record)
+
+    def _error_of(self, accept_id: str) -> str:
+        error, count = self._failures.get(accept_id, ("failed", 0))
+        return f"{error} (failure {count})"
+
+    def note_error(self, message: str) -> None:
+        """Keep the error for the heartbeat (`status` shows it) until a later one replaces it."""
+        self.last_error = {"message": redact(message)[:MAX_ERROR_TEXT], "time": now_iso()}
 
     def resume_unfinished(self) -> list[CalcRecord]:
         """Finish what an earlier run left mid-sequence (oldest first)."""
@@ -137,7 +263,9 @@ class Agent:
                 self._in_flight.add(record.accept_id)
             try:
                 log.info("resuming %s (last step done: %s)", record.accept_id, record.step)
-                finished.append(self._resume(record))
+                done = self._isolated(record.accept_id, functools.partial(self._resume, record))
+                if done is not None:
+                    finished.append(done)
             finally:
                 with self._lock:
                     self._in_flight.discard(record.accept_id)
@@ -161,7 +289,7 @@ class Agent:
                 found, error = self._loop_step(workers)
             if error is not None:
                 # stays until the next loop, so that `status` and monitoring can see it
-                self.beat("error", error=error, running=len(workers))
+                self.beat("error", error=redact(error), running=len(workers))
             else:
                 self.beat("idle" if not workers else "running", running=len(workers))
             if found and len(workers) < self.config.max_parallel:
@@ -188,7 +316,14 @@ class Agent:
             return False, None
         except MintError as exc:
             log.error("%s", exc.message)
+            self.note_error(exc.message)
             return False, exc.message
+        except Exception as exc:
+            # Whatever a step throws, the daemon logs it and goes on with the next loop.
+            error = describe_error(exc)
+            log.error("unexpected error: %s", error, exc_info=log.isEnabledFor(logging.DEBUG))
+            self.note_error(error)
+            return False, error
 
     def _poll_into_worker(self, workers: list[threading.Thread]) -> bool:
         answer = self.api.calc_request(self.config.site_id)
@@ -206,10 +341,12 @@ class Agent:
 
         def work() -> None:
             try:
-                record = self.accept(accept_id)
-                log.info("%s", _summary(record))
+                record = self._isolated(accept_id, lambda: self._take(accept_id))
+                if record is not None:
+                    log.info("%s", _summary(record))
             except MintError as exc:
-                log.error("%s: %s", accept_id, exc.message)
+                log.error("%s: %s", shown_id(accept_id), exc.message)
+                self.note_error(exc.message)
             finally:
                 with self._lock:
                     self._in_flight.discard(accept_id)
@@ -226,6 +363,8 @@ class Agent:
     def beat(self, state: str, **details: object) -> None:
         """Write the heartbeat (throttled while a command runs)."""
         self._last_beat = time.monotonic()
+        if self.last_error is not None:
+            details.setdefault("last_error", self.last_error)
         try:
             self.store.beat(state, site_id=self.config.site_id, **details)
         except MintError as exc:
@@ -239,13 +378,18 @@ class Agent:
 
     def accept(self, accept_id: str) -> CalcRecord:
         """Take a calculation the server offered: fetch its parameters and drive it to the end."""
+        if not ACCEPT_ID_FORM.fullmatch(accept_id):
+            return self._refuse_offer(
+                accept_id,
+                f"mint-poll refused accept_id {shown_id(accept_id)}: not a plain name (letters,"
+                " digits, '.', '_', '-'; not starting with '.'; at most 128 characters)",
+            )
         self.store.ensure()
         workdir = self.config.calc_base / accept_id
         try:
             self.config.calc_base.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # mkdtemp: mode 0700, a name no other agent (or local user) can have taken.
-            staging = Path(
-                tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{accept_id}.", dir=self.config.calc_base)
+            staging, created = make_private_dir(
+                self.config.calc_base, f"{STAGING_PREFIX}{accept_id}."
             )
         except OSError as exc:
             # Nothing was asked of the server yet: the calculation stays offered to us.
@@ -258,6 +402,7 @@ class Agent:
             site_id=self.config.site_id,
             workdir=str(workdir),
             staging_dir=str(staging),
+            created_dir=created,
         )
         self.store.save(record)
         log.info("calculation %s: receiving parameters", accept_id)
@@ -265,6 +410,7 @@ class Agent:
             info = self.api.calc_params(accept_id, self.config.site_id, staging)
         except ApiRefusal as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            _forget_dirs(record)
             record.step = "taken"
             record.message = f"not ours to run: {exc.server_message or exc.message}"
             self.store.save(record)
@@ -283,6 +429,32 @@ class Agent:
         self.store.save(record)
         return self._drive(record)
 
+    def _refuse_offer(self, accept_id: str, reason: str) -> CalcRecord:
+        """A calculation not to run (an accept_id unfit to name a directory, or one
+        quarantined): nothing is made from it, no working dir and no new record file. The
+        server still hears it out as abnormal, every result (the two logs included) an error
+        entry giving the reason, so the workflow side ends."""
+        log.error("%s", reason)
+        site = self.config.site_id
+        record = CalcRecord(
+            accept_id, site, workdir="", staging_dir="", outcome="abnormal", reason=reason
+        )
+        try:
+            info = self.api.calc_params(accept_id, site, None)
+        except ApiRefusal as exc:
+            record.step = "taken"
+            record.message = f"not ours to run: {exc.server_message or exc.message}"
+            return record
+        self.api.calc_params_complete(accept_id, site)
+        self.api.calc_start(accept_id, site)
+        self.api.calc_end(accept_id, site, "abnormal")
+        names = dict.fromkeys([*info.result_names, *STD_NAMES])
+        entries = [OutgoingResult(name, None, error=reason) for name in names]
+        self.api.send_results(accept_id, site, entries)
+        self.api.end_send(accept_id, site)
+        record.step, record.delivered_at = "done", now_iso()
+        return record
+
     def _broken_transfer(self, record: CalcRecord, exc: MintError) -> CalcRecord:
         """calc-params broke half-way: the server has moved on; report the run abnormal."""
         record.outcome = "abnormal"
@@ -300,7 +472,7 @@ class Agent:
         return self._drive(record)
 
     def _resume(self, record: CalcRecord) -> CalcRecord:
-        if record.step == "started" and record.outcome is None and record.pid is not None:
+        if record.step == "started" and record.outcome is None:
             kill_leftover_group(record.pid, Path(record.workdir))
         try:
             progress = self.api.calc_progress(record.accept_id)
@@ -323,6 +495,7 @@ class Agent:
             return
         if progress == "not start":
             shutil.rmtree(staging, ignore_errors=True)
+            _forget_dirs(record)
         else:
             record.workdir = str(_publish(staging, Path(record.workdir)))
 
@@ -556,7 +729,7 @@ class Agent:
         if time.monotonic() - self._last_prune < PRUNE_EVERY and self._last_prune:
             return []
         self._last_prune = time.monotonic()
-        return prune(self.store, self.config.keep_days)
+        return prune(self.store, self.config.keep_days, self.config.calc_base)
 
 
 class UnknownSiteError(MintError):
@@ -571,43 +744,6 @@ class UnknownSiteError(MintError):
         )
 
 
-def prune(store: StateStore, keep_days: float, now: Optional[float] = None) -> list[str]:
-    """Delete working dirs of terminal records finished more than keep_days ago.
-
-    Only directories recorded as this agent's working dirs, inside which
-    nothing resolves elsewhere, are removed; the record is kept (marked pruned).
-    """
-    current = time.time() if now is None else now
-    removed: list[str] = []
-    for record in store.all():
-        if not record.terminal or record.pruned:
-            continue
-        when = _epoch(record.delivered_at or record.finished_at or record.updated_at)
-        if when is None or current - when < keep_days * 86400:
-            continue
-        workdir = Path(record.workdir)
-        # Only a real directory named after the calculation, as this agent creates them.
-        if workdir.is_symlink() or not workdir.name.startswith(record.accept_id):
-            continue
-        if workdir.is_dir():
-            shutil.rmtree(workdir, ignore_errors=True)
-            removed.append(str(workdir))
-            log.info("pruned %s (calculation %s)", workdir, record.accept_id)
-        record.pruned = True
-        store.save(record)
-    return removed
-
-
-def _epoch(text: str) -> Optional[float]:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
 def _publish(staging: Path, workdir: Path) -> Path:
     """Move the staging dir to its final name; never replace an existing directory."""
     for candidate in _candidates(workdir):
@@ -619,6 +755,13 @@ def _publish(staging: Path, workdir: Path) -> Path:
             continue
         return candidate
     raise CantCreateError(f"cannot create the working directory {workdir}")
+
+
+def _forget_dirs(record: CalcRecord) -> None:
+    """The agent removed its staging dir: the record no longer names a directory of its own
+    (least of all `<calc_base>/<accept_id>`, which may be another agent's)."""
+    record.workdir = record.staging_dir = ""
+    record.created_dir = None
 
 
 def _candidates(workdir: Path) -> Iterator[Path]:
@@ -637,11 +780,20 @@ def _append(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def shown_id(accept_id: str) -> str:
+    """The accept_id for a message: as it is when it has the expected form, else quoted and
+    cut short (a hostile one may hold line breaks or run to megabytes)."""
+    if ACCEPT_ID_FORM.fullmatch(accept_id):
+        return accept_id
+    return repr(accept_id[:80]) + ("..." if len(accept_id) > 80 else "")
+
+
 def _summary(record: CalcRecord) -> str:
+    name = shown_id(record.accept_id)
     if record.step == "done":
         tail = f" ({record.reason})" if record.reason else ""
-        return f"calculation {record.accept_id}: delivered, {record.outcome}{tail}"
-    return f"calculation {record.accept_id}: {record.step}: {record.message or ''}".rstrip(": ")
+        return f"calculation {name}: delivered, {record.outcome}{tail}"
+    return f"calculation {name}: {record.step}: {record.message or ''}".rstrip(": ")
 
 
 def build_agent(config: PollConfig, stop: threading.Event) -> Agent:
@@ -653,6 +805,7 @@ def build_agent(config: PollConfig, stop: threading.Event) -> Agent:
     from mint_poll.config import build_api
 
     log.info("effective configuration: %s", json.dumps(effective_config_view(config)))
+    startup_checks(config)
     if config.allow_any_command:
         log.warning(
             "allow_any_command is ON: any command string the server sends runs in a shell"
@@ -665,6 +818,31 @@ def build_agent(config: PollConfig, stop: threading.Event) -> Agent:
     store = StateStore(config.state_dir)
     store.ensure()
     return Agent(config, api, store, stop=stop)
+
+
+def startup_checks(config: PollConfig) -> None:
+    """Configuration mistakes found before the loop (ConfigError, exit 78): a command whose
+    program is missing or not executable, a calc_base that cannot be made or written."""
+    problems = config.command_problems()
+    if problems:
+        raise ConfigError(
+            "commands: " + "; ".join(problems), hint="fix the 'commands' entries in mint-poll.yaml"
+        )
+    try:
+        config.calc_base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe, _identity = make_private_dir(config.calc_base, STAGING_PREFIX + "probe.")
+        probe.rmdir()
+    except OSError as exc:
+        raise ConfigError(
+            f"calc_base {config.calc_base} cannot be used: {exc.strerror}",
+            hint="set calc_base to a directory this user can write",
+        ) from exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an error: a MintError's message, else its type and text (secrets masked)."""
+    text = exc.message if isinstance(exc, MintError) else f"{type(exc).__name__}: {exc}"
+    return redact(" ".join(text.split()))[:MAX_ERROR_TEXT]
 
 
 def _pause(stop: threading.Event, seconds: float) -> None:

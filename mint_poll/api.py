@@ -9,7 +9,11 @@
   refusals into `ApiRefusal` / `UnknownCalculation`, HTTP 401/403 into
   AuthError, TLS failures into AuthError with a hint, everything else
   transport-related into UnavailableError (exit 69);
-- streams file contents both ways (see `mint_poll.stream`).
+- streams file contents both ways (see `mint_poll.stream`);
+- treats every reply as possibly hostile: small replies are bounded in size and
+  parsed with the same bounded parser as the file-carrying ones (depth, values,
+  string and token length; `JsonLimits`), a result file nobody asked for is not
+  written, and what cannot be understood is an InputError, never a crash.
 
 Endpoint methods are named after the endpoints (`calc-params` -> `calc_params`).
 """
@@ -19,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Union
 from urllib.parse import urlsplit, urlunsplit
 
-from mint_common.config import Secret
+from mint_common.config import Secret, one_line_secret
 from mint_common.errors import (
     AuthError,
     ConfigError,
@@ -36,14 +41,16 @@ from mint_common.errors import (
     UnsafePathError,
 )
 from mint_common.files import safe_join
-from mint_common.logging import register_secret
 from mint_common.progress import transfer_progress
 from mint_common.retry import RetryPolicy
 from mint_poll.mime import mime_words
 from mint_poll.stream import (
+    DEFAULT_LIMITS,
     Base64File,
     Base64FileSink,
     DiscardSink,
+    JsonLimitError,
+    JsonLimits,
     JsonPath,
     StreamedJson,
     StringSink,
@@ -64,7 +71,10 @@ STD_NAMES = (STDOUT_NAME, STDERR_NAME)
 MAX_SMALL_REPLY = 16 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 PROGRESS_MIN_BYTES = 8 * 1024 * 1024
+UNREQUESTED = "not requested: the server sent a file nobody asked for; not written"
 CODE_OK = 200
+#: A reply code is a few ASCII digits (`"²"` and `"٣"` are digits to str.isdigit, not to int).
+_CODE_FORM = re.compile(r"[0-9]{1,6}")
 CODE_NOTHING = 300
 
 PROGRESS_STEPS = (
@@ -106,7 +116,7 @@ def normalize_code(value: Any) -> Optional[int]:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and _CODE_FORM.fullmatch(value.strip()):
         return int(value.strip())
     return None
 
@@ -213,7 +223,8 @@ class OutgoingResult:
 
 @dataclass(frozen=True)
 class ReceivedResult:
-    """One file of `get-calc-result`; `path` is None if refused (unsafe name) or missing."""
+    """One file of `get-calc-result`; `path` is None if refused (unsafe name, or not
+    requested: `unrequested`) or missing."""
 
     name: str
     path: Optional[Path]
@@ -222,6 +233,7 @@ class ReceivedResult:
     mimetype2: str
     refused: Optional[str] = None
     error: Optional[str] = None
+    unrequested: bool = False
 
 
 @dataclass(frozen=True)
@@ -233,7 +245,13 @@ class CalcResult:
 
     @property
     def refused(self) -> list[ReceivedResult]:
-        return [f for f in self.files if f.refused]
+        """Files refused for their name (unsafe), not counting unrequested ones."""
+        return [f for f in self.files if f.refused and not f.unrequested]
+
+    @property
+    def unrequested(self) -> list[ReceivedResult]:
+        """Files the server sent that were not asked for (never written)."""
+        return [f for f in self.files if f.unrequested]
 
     @property
     def missing(self) -> list[ReceivedResult]:
@@ -244,7 +262,7 @@ class RemoteSideApi(Protocol):
     """The endpoints the polling agent uses (what tests may replace)."""
 
     def calc_request(self, site_id: str) -> PollAnswer: ...
-    def calc_params(self, accept_id: str, site_id: str, workdir: Path) -> CalcInfo: ...
+    def calc_params(self, accept_id: str, site_id: str, workdir: Optional[Path]) -> CalcInfo: ...
     def calc_params_complete(self, accept_id: str, site_id: str) -> Reply: ...
     def calc_start(self, accept_id: str, site_id: str) -> Reply: ...
     def calc_end(self, accept_id: str, site_id: str, result: str) -> Reply: ...
@@ -277,6 +295,7 @@ class DistcompApi:
         read_timeout: float = 60.0,
         retry: Optional[RetryPolicy] = None,
         session: Optional[requests.Session] = None,
+        limits: JsonLimits = DEFAULT_LIMITS,
     ) -> None:
         import requests
 
@@ -284,7 +303,8 @@ class DistcompApi:
         secret = token.reveal() if isinstance(token, Secret) else token
         if not secret:
             raise ConfigError("the API token is empty")
-        register_secret(secret)
+        one_line_secret(secret, "the API token")
+        self.limits = limits
         self.verify: Union[bool, str] = str(verify) if isinstance(verify, Path) else verify
         self.timeout = (connect_timeout, read_timeout)
         policy = retry if retry is not None else RetryPolicy()
@@ -386,12 +406,14 @@ class DistcompApi:
         finally:
             response.close()
         try:
-            return json.loads(bytes(data).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+            return parse_json_stream([bytes(data)], what=f"{endpoint} reply", limits=self.limits)
+        except JsonLimitError:
+            raise
+        except InputError as exc:
             shown = bytes(data[:200]).decode("utf-8", "replace")
             raise UnavailableError(
                 f"{endpoint}: the server answered HTTP {response.status_code} with something"
-                f" that is not JSON: {shown!r}",
+                f" that is not JSON ({exc.message}): {shown!r}",
                 hint="check that url points at the mi-distcomp-api (a proxy may be in the way)",
             ) from None
 
@@ -455,11 +477,13 @@ class DistcompApi:
         response = self._send(
             "GET", endpoint, params=params, body=body, stream=True, headers=headers
         )
-        total = int(response.headers.get("Content-Length") or 0)
+        total = _content_length(response.headers.get("Content-Length"))
         try:
             with transfer_progress(f"{endpoint} ↓", total, enabled=_show(total)) as advance:
                 chunks = _counted(response.iter_content(READ_CHUNK), advance)
-                document = parse_json_stream(chunks, divert, what=f"{endpoint} reply")
+                document = parse_json_stream(
+                    chunks, divert, what=f"{endpoint} reply", limits=self.limits
+                )
         except requests.exceptions.RequestException as exc:
             raise TransferError(f"{endpoint}: the transfer broke: {_short(exc)}") from exc
         finally:
@@ -486,8 +510,9 @@ class DistcompApi:
             "calc-request", reply.message, http_status=reply.http_status, code=reply.code
         )
 
-    def calc_params(self, accept_id: str, site_id: str, workdir: Path) -> CalcInfo:
-        """GET /calc-params: fetch the calc-info and decode each parameter file into `workdir`.
+    def calc_params(self, accept_id: str, site_id: str, workdir: Optional[Path]) -> CalcInfo:
+        """GET /calc-params: fetch the calc-info and decode each parameter file into `workdir`
+        (None: read and drop them, for a calculation refused before it has a directory).
 
         Names are joined with safe_join: an absolute or escaping name is not
         written anywhere and is listed with its reason in `ParameterFile.refused`.
@@ -516,13 +541,15 @@ class DistcompApi:
         return _calc_info(accept_id, info, receivers)
 
     @staticmethod
-    @staticmethod
     def _parameter_sink(
-        name: str, workdir: Path, receivers: dict[str, ParameterFile]
+        name: str, workdir: Optional[Path], receivers: dict[str, ParameterFile]
     ) -> StringSink:
         def note(path: Optional[Path], refused: Optional[str]) -> None:
             receivers[name] = ParameterFile(name, path, 0, "", "", refused=refused)
 
+        if workdir is None:
+            note(None, f"parameter file {name!r} not written: the calculation was refused")
+            return DiscardSink()
         return _file_sink(name, workdir, "parameter file", 0o600, note)
 
     def _step(self, endpoint: str, document: Mapping[str, Any]) -> Reply:
@@ -640,13 +667,20 @@ class DistcompApi:
         return self._status_word("calc-progress", accept_id)
 
     def get_calc_result(
-        self, accept_id: str, dest_dir: Path, *, legacy_request: bool = False
+        self,
+        accept_id: str,
+        dest_dir: Path,
+        *,
+        legacy_request: bool = False,
+        wanted: Optional[Collection[str]] = None,
     ) -> CalcResult:
         """GET /get-calc-result: decode every result file into `dest_dir` (works once).
 
         The reply is parsed incrementally; each file goes through safe_join and
         an atomic write. Unsafe names (`../x`, `/etc/x`) are never written:
-        they are listed in `CalcResult.refused`. An entry with mimetype1
+        they are listed in `CalcResult.refused`. With `wanted`, a file of any other
+        name is read and dropped, listed in `CalcResult.unrequested` (a hostile site
+        must not plant `module.sh` next to the results). An entry with mimetype1
         "Error" is listed in `CalcResult.missing` with its message and no file.
         `legacy_request=True` sends the GET with a JSON body and `Accept: */*`
         like the legacy workflow client (quirk 10).
@@ -659,7 +693,7 @@ class DistcompApi:
                 and path[:4] == ("errors", 0, "result-info", "result_files")
                 and path[5] == "content"
             ):
-                return _result_sink(str(path[4]), dest_dir, receivers)
+                return _result_sink(str(path[4]), dest_dir, receivers, wanted)
             return None
 
         headers = {"Accept": "*/*"} if legacy_request else None
@@ -722,6 +756,12 @@ def _counted(chunks: Iterator[bytes], advance: Callable[[int], None]) -> Iterato
 def _show(total: int) -> Optional[bool]:
     """Progress bars only for bodies big enough to watch (and only on a terminal)."""
     return None if total >= PROGRESS_MIN_BYTES else False
+
+
+def _content_length(value: Optional[str]) -> int:
+    """The announced length for the progress bar; 0 (unknown) for anything odd."""
+    text = (value or "").strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
 
 
 def _short(exc: BaseException) -> str:
@@ -790,11 +830,28 @@ def _parameter_file(name: str, entry: Any, received: Optional[ParameterFile]) ->
     return dataclasses.replace(received, size=size, mimetype1=mime1, mimetype2=mime2)
 
 
-def _result_sink(name: str, dest_dir: Path, receivers: dict[str, ReceivedResult]) -> StringSink:
+def _result_sink(
+    name: str,
+    dest_dir: Path,
+    receivers: dict[str, ReceivedResult],
+    wanted: Optional[Collection[str]],
+) -> StringSink:
     def note(path: Optional[Path], refused: Optional[str]) -> None:
         receivers[name] = ReceivedResult(name, path, 0, "", "", refused=refused)
 
+    if wanted is not None and name not in wanted and _is_safe_name(dest_dir, name):
+        receivers[name] = ReceivedResult(name, None, 0, "", "", UNREQUESTED, unrequested=True)
+        return DiscardSink()
     return _file_sink(name, dest_dir, "result file", 0o644, note)
+
+
+def _is_safe_name(base: Path, name: str) -> bool:
+    """An unsafe name is reported as such (refused), whether requested or not."""
+    try:
+        safe_join(base, name)
+    except UnsafePathError:
+        return False
+    return True
 
 
 def _file_sink(

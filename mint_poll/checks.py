@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import socket
 import ssl
@@ -148,14 +147,7 @@ class PollChecks:
 
     def _commands(self) -> Any:
         cfg = self._cfg()
-        problems: list[str] = []
-        for command, spec in sorted(cfg.commands.items()):
-            program = spec.argv[0]
-            found = program if os.path.isabs(program) else shutil.which(program)
-            if not found or not os.path.isfile(found):
-                problems.append(f"{command!r}: {program} not found")
-            elif not os.access(found, os.X_OK):
-                problems.append(f"{command!r}: {found} is not executable")
+        problems = cfg.command_problems()
         if problems:
             return CheckResult("commands", FAIL, "; ".join(problems))
         if cfg.allow_any_command:

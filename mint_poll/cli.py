@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import click
 
 from mint_common.cli import MintGroup, common_options, current_options, exit_with
-from mint_common.errors import UnavailableError
+from mint_common.errors import MintError, UnavailableError
 from mint_common.extras import require_extra
 
 if TYPE_CHECKING:
@@ -72,9 +72,13 @@ def run() -> None:
     """Poll forever and run each calculation (for a systemd Type=simple service).
 
     Polls every poll_interval seconds (with jitter). Network faults are retried
-    per `retry`, then polling simply goes on. SIGTERM/SIGINT: stop polling, let
-    a running command finish within stop_grace seconds (then kill it and report
-    it abnormal), deliver what exists, exit 0. A second signal exits at once.
+    per `retry`, then polling simply goes on; any other error of one step is
+    logged (traceback with -v), shown by `status` as the last error, and
+    polling goes on. A calculation that fails the same way 3 times is
+    quarantined (failed, not retried). Configuration mistakes exit 78 at start.
+    SIGTERM/SIGINT: stop polling, let a running command finish within
+    stop_grace seconds (then kill it and report it abnormal), deliver what
+    exists, exit 0. A second signal exits at once.
     """
     _run_forever(_load())
 
@@ -87,7 +91,9 @@ def once(as_json: bool) -> None:
 
     Exit 0 when there was nothing to do or the calculation was delivered
     (whatever its own outcome); 75 at once if another run holds the lock;
-    69 if the server stayed unreachable or the calculation was lost.
+    69 if the server stayed unreachable or the calculation was lost; 1 if an
+    unexpected error stopped work on a calculation (the next run resumes it);
+    78 for a configuration mistake (e.g. a command's program is missing).
     """
     from mint_common.files import SingleInstanceLock
     from mint_common.signals import GracefulStop
@@ -114,6 +120,9 @@ def once(as_json: bool) -> None:
         raise UnavailableError(
             "; ".join(f"calculation {r.accept_id} {r.step}: {r.message}" for r in failed)
         )
+    if agent.last_error is not None:
+        # an unexpected error was caught around one calculation; the next run retries it
+        raise MintError(agent.last_error["message"])
 
 
 @main.command()
@@ -151,6 +160,9 @@ def status(as_json: bool, state_dir: Optional[Path]) -> None:
         return
     if beat:
         click.echo(f"agent pid {beat.get('pid')}: {beat.get('state')} at {beat.get('time')}")
+        last_error = beat.get("last_error")
+        if isinstance(last_error, dict):
+            click.echo(f"last error at {last_error.get('time')}: {last_error.get('message')}")
     rows = [
         (
             r.accept_id,

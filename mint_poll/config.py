@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import re
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,18 @@ class PollConfig:
                 raise ConfigError("give either ca_bundle or verify: false, not both")
             if not self.ca_bundle.is_file():
                 raise ConfigError(f"ca_bundle {self.ca_bundle} does not exist or is not a file")
+
+    def command_problems(self) -> list[str]:
+        """Each configured command whose program is missing or not executable."""
+        problems: list[str] = []
+        for command, spec in sorted(self.commands.items()):
+            program = spec.argv[0]
+            found = program if os.path.isabs(program) else shutil.which(program)
+            if not found or not os.path.isfile(found):
+                problems.append(f"{command!r}: {program} not found")
+            elif not os.access(found, os.X_OK):
+                problems.append(f"{command!r}: {found} is not executable")
+        return problems
 
     @property
     def verify_setting(self) -> Any:

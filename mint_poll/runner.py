@@ -147,19 +147,40 @@ def _kill_now(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
-def kill_leftover_group(pid: int, workdir: Path) -> bool:
-    """Kill the process group `pid` if it still runs in `workdir` (a command orphaned by a crash).
+def kill_leftover_group(pid: Optional[int], workdir: Path) -> bool:
+    """Kill what a command orphaned by a crash left running in `workdir`.
 
-    The working-directory check guards against a recycled pid.
+    That is the process group `pid` if it still runs in `workdir` (the check guards
+    against a recycled pid), and every group with a process whose environment names
+    `workdir` as CALC_DIR: a crash between the command's start and the saving of its
+    pid leaves no pid to go by.
     """
-    try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        return False
-    if Path(cwd) != workdir:
-        return False
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
-        log.warning("killed the leftover process group %d of an interrupted run", pid)
-        return True
-    return False
+    groups = _groups_of_calc_dir(workdir)
+    if pid is not None:
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")) == workdir:
+                groups.add(pid)
+        except OSError:
+            pass
+    groups.discard(os.getpgrp())
+    killed = False
+    for group in sorted(groups):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, signal.SIGKILL)
+            log.warning("killed the leftover process group %d of an interrupted run", group)
+            killed = True
+    return killed
+
+
+def _groups_of_calc_dir(workdir: Path) -> set[int]:
+    marker = f"CALC_DIR={workdir}".encode()
+    groups: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                groups.add(os.getpgid(int(entry.name)))
+        except OSError:
+            continue
+    return groups

@@ -12,9 +12,19 @@ real server it keeps everything in memory: a restart loses every record.
 
 Test-only switches (constructor options, never set by the CLI):
 `inject_result_files` adds extra entries (e.g. hostile names such as
-`../x`) to every get-calc-result reply; `fail_next()` answers the next
-requests to an endpoint with an HTTP error; `hold_next()` parks the next
-request to an endpoint until released, then drops it.
+`../x`, or `module.sh` nobody asked for) to every get-calc-result reply;
+`fail_next()` answers the next requests to an endpoint with an HTTP error;
+`hold_next()` parks the next request to an endpoint until released, then drops it
+(`processed=True`: the broker handles it first, so only the reply is lost); its
+`arrived` event tells a test the request is there (a kill point without sleeps).
+
+Hostile mode (`DistcompServer.hostile(endpoint, scenario, times=...)`): the
+server plays a compromised or broken peer on one endpoint. A `Hostile` scenario
+lets the broker handle the request (or not) and then answers with raw bytes of
+any size, streamed lazily so a 300 MB reply costs the server nothing, optionally
+after a delay. Ready-made scenarios: `deep_nesting`, `reply_code` (`"²"`),
+`huge_number`, `many_strings`, `many_values`, `calc_info` (any calc-info, e.g. a file name with a
+lone surrogate), `absurd_id`, `slow`.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
@@ -358,6 +368,105 @@ class Broker:
         return 200, _wrap(200, MSG_OK)
 
 
+RawBody = Callable[[], Iterable[bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hold:
+    """One parked request (`DistcompServer.hold_next`): `arrived` is set when it is
+    parked, setting `release` lets it end."""
+
+    processed: bool = False
+    arrived: threading.Event = dataclasses.field(default_factory=threading.Event)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
+HOSTILE_CHUNK = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Hostile:
+    """How the server misbehaves on one request (see the module docstring).
+
+    `body`: the raw reply (a factory of byte chunks; None: the broker's own answer);
+    `process`: let the broker handle the request first (its state moves on as if the
+    reply were sent); `delay`: seconds to wait before answering (a slow server).
+    """
+
+    body: Optional[RawBody] = None
+    status: int = 200
+    process: bool = True
+    delay: float = 0.0
+
+
+def _repeat(head: bytes, unit: bytes, count: int, tail: bytes) -> RawBody:
+    """`head + unit * count + tail` produced chunk by chunk, never whole."""
+
+    def chunks() -> Iterator[bytes]:
+        yield head
+        per_chunk = max(1, HOSTILE_CHUNK // max(1, len(unit)))
+        left = count
+        while left > 0:
+            step = min(left, per_chunk)
+            yield unit * step
+            left -= step
+        yield tail
+
+    return chunks
+
+
+def deep_nesting(depth: int) -> Hostile:
+    """`[[[[...]]]]` nested `depth` times (a recursive parser dies of RecursionError)."""
+    return Hostile(_repeat(b"", b"[", depth, b"]" * min(depth, HOSTILE_CHUNK)))
+
+
+def reply_code(code: Any, **entry: Any) -> Hostile:
+    """A wrapped reply whose code is `code` (e.g. `"²"`, a digit to str.isdigit only)."""
+    body = StreamedJson(_wrap(code, MSG_OK, **entry)).read_all()
+    return Hostile(lambda: [body])
+
+
+def huge_number(digits: int) -> Hostile:
+    """A calc-info holding a number literal `digits` long (quadratic to a parser that
+    re-scans its buffer for the token's end after every chunk)."""
+    return Hostile(_repeat(b'{"calc-info": {"command": "run.sh", "n": 2', b"0", digits, b"}}"))
+
+
+def many_strings(count: int, length: int) -> Hostile:
+    """A calc-info with `count` extra string values of `length` bytes each (none diverted)."""
+    value = b'"' + b"a" * length + b'"'
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"calc-info": {"command": "run.sh"'
+        for index in range(count):
+            yield b', "x%d": ' % index + value
+        yield b"}}"
+
+    return Hostile(chunks)
+
+
+def many_values(count: int) -> Hostile:
+    """A calc-info holding a list of `count` zeros (each one a value to keep)."""
+    return Hostile(_repeat(b'{"calc-info": {"command": "run.sh", "x": [0', b",0", count, b"]}}"))
+
+
+def calc_info(info: Mapping[str, Any]) -> Hostile:
+    """A calc-params reply with this calc-info (written with ASCII escapes, so lone
+    surrogates go out as `\\udXXX`)."""
+    body = StreamedJson({"calc-info": dict(info)}).read_all()
+    return Hostile(lambda: [body])
+
+
+def absurd_id(accept_id: str) -> Hostile:
+    """A calc-request offer of this accept_id (`a/../../x`, `.`, megabytes, a line break)."""
+    return reply_code(200, accept_id=accept_id)
+
+
+def slow(seconds: float) -> Hostile:
+    """The broker's own answer, `seconds` late."""
+    return Hostile(delay=seconds)
+
+
 def _request_divert(path: JsonPath) -> Optional[StringSink]:
     """File contents in request bodies are kept as base64 bytes, never decoded to str."""
     is_parameter = len(path) == 4 and path[:2] == ("calc-info", "parameter_files") and path[3] == 0
@@ -427,16 +536,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         endpoint = parts.path[len(API_PATH) + 1 :]
         held = owner.take_hold(endpoint)
-        if held is not None:
-            held.wait(timeout=120)
-            self.close_connection = True
-            self._answer(503, {"message": "held and dropped (test switch)"})
+        if held is not None and not held.processed:
+            self._park(held)
             return
         injected = owner.take_failure(endpoint)
         if injected is not None:
             self.close_connection = True
             self._answer(injected, {"message": "injected failure"})
             return
+        scenario = owner.take_hostile(endpoint)
         try:
             chunks = self._request_chunks()
             body = (
@@ -449,8 +557,44 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._answer(400, _wrap(400, MSG_NOT_JSON))
             return
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if scenario is not None:
+            self._hostile_answer(scenario, method, endpoint, query, body)
+            return
         status, document = owner.broker.handle(method, endpoint, query, body)
+        if held is not None:
+            self._park(held)
+            return
         self._answer(status, document)
+
+    def _park(self, held: Hold) -> None:
+        held.arrived.set()
+        held.release.wait(timeout=120)
+        self.close_connection = True
+        self._answer(503, {"message": "held and dropped (test switch)"})
+
+    def _hostile_answer(
+        self, scenario: Hostile, method: str, endpoint: str, query: Mapping[str, str], body: Any
+    ) -> None:
+        owner = self.server.owner
+        status, document = scenario.status, None
+        if scenario.process:
+            status, document = owner.broker.handle(method, endpoint, query, body)
+        if scenario.delay and owner.stopping.wait(scenario.delay):
+            return
+        if scenario.body is None:
+            self._answer(status, document)
+            return
+        # No Content-Length: the reply ends when the connection closes, as a broken proxy's.
+        self.close_connection = True
+        self.send_response(scenario.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        try:
+            for chunk in scenario.body():
+                self.wfile.write(chunk)
+        except OSError:
+            log.debug("the client hung up on the hostile reply to %s", endpoint)
 
     def _authorised(self, token: str) -> bool:
         given = self.headers.get("Authorization", "")
@@ -509,8 +653,11 @@ class DistcompServer:
         self.token = token
         self.json_style = json_style
         self._failures: dict[str, list[int]] = {}
-        self._holds: dict[str, list[threading.Event]] = {}
+        self._holds: dict[str, list[Hold]] = {}
+        self._hostile: dict[str, list[Hostile]] = {}
+        self._hostile_always: dict[str, Hostile] = {}
         self._failures_lock = threading.Lock()
+        self.stopping = threading.Event()
         self._httpd = _HttpServer((host, port), _Handler)
         self._httpd.owner = self
         self.scheme = "http"
@@ -556,15 +703,38 @@ class DistcompServer:
         with self._failures_lock:
             self._failures.setdefault(endpoint, []).extend([status] * count)
 
-    def hold_next(self, endpoint: str) -> threading.Event:
-        """Test switch: the next request to `endpoint` waits until the returned event is set,
-        then gets HTTP 503 without being processed (a peer that dies mid-request)."""
-        release = threading.Event()
+    def hold_next(self, endpoint: str, *, processed: bool = False) -> Hold:
+        """Test switch: the next request to `endpoint` waits until `release` is set, then
+        gets HTTP 503 (a peer that dies mid-request); `processed`: the broker has handled it
+        by then, as if the reply were lost on the way."""
+        hold = Hold(processed=processed)
         with self._failures_lock:
-            self._holds.setdefault(endpoint, []).append(release)
-        return release
+            self._holds.setdefault(endpoint, []).append(hold)
+        return hold
 
-    def take_hold(self, endpoint: str) -> Optional[threading.Event]:
+    def hostile(self, endpoint: str, scenario: Hostile, *, times: Optional[int] = 1) -> None:
+        """Hostile mode: answer the next `times` requests to `endpoint` (None: every one
+        from now on) as `scenario` says."""
+        with self._failures_lock:
+            if times is None:
+                self._hostile_always[endpoint] = scenario
+            else:
+                self._hostile.setdefault(endpoint, []).extend([scenario] * times)
+
+    def calm(self, endpoint: str) -> None:
+        """End hostile mode on `endpoint`."""
+        with self._failures_lock:
+            self._hostile.pop(endpoint, None)
+            self._hostile_always.pop(endpoint, None)
+
+    def take_hostile(self, endpoint: str) -> Optional[Hostile]:
+        with self._failures_lock:
+            pending = self._hostile.get(endpoint)
+            if pending:
+                return pending.pop(0)
+            return self._hostile_always.get(endpoint)
+
+    def take_hold(self, endpoint: str) -> Optional[Hold]:
         with self._failures_lock:
             pending = self._holds.get(endpoint)
             return pending.pop(0) if pending else None
@@ -586,6 +756,7 @@ class DistcompServer:
 
     def shutdown(self) -> None:
         """Stop serving (from another thread) and close the listening socket."""
+        self.stopping.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:

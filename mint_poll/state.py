@@ -5,7 +5,8 @@ Layout of `state_dir`:
     agent.json               heartbeat: pid, time, what the agent is doing
     agent.lock               single-instance lock (`run`, `once`)
 
-A record never holds the token or file contents.
+A record never holds the token or file contents; its messages are saved with
+every registered secret masked, whatever they quote.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Optional
 
 from mint_common.errors import CantCreateError, InputError
 from mint_common.files import JsonState, check_relative_name
+from mint_common.logging import redact
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,28 @@ class ResultEntry:
     name: str
     path: Optional[str]
     error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class DirIdentity:
+    """Which directory this agent made: device, inode and (where the file system keeps one)
+    the inode's generation number, read from the directory right after its mkdir."""
+
+    device: int
+    inode: int
+    generation: Optional[int] = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> Optional[DirIdentity]:
+        """The identity saved in a record; None (no proof) for anything malformed."""
+        if not isinstance(data, dict):
+            return None
+        device, inode, generation = (data.get(k) for k in ("device", "inode", "generation"))
+        if type(device) is not int or type(inode) is not int:
+            return None
+        if generation is not None and type(generation) is not int:
+            return None
+        return cls(device, inode, generation)
 
 
 @dataclass
@@ -69,6 +93,16 @@ class CalcRecord:
     updated_at: str = field(default_factory=now_iso)
     message: Optional[str] = None
     pruned: bool = False
+    #: The proof that this agent made the working dir, taken right after its own mkdir;
+    #: None when it made none (or the record predates the proof): pruning leaves that alone.
+    created_dir: Optional[DirIdentity] = None
+    #: Why keep_days pruning leaves the working dir in place (logged once).
+    prune_skipped: Optional[str] = None
+    #: The last unexpected error while handling this calculation, how many times in a row
+    #: it failed that same way, and whether it was quarantined for it (failed, not retried).
+    last_error: Optional[str] = None
+    failures: int = 0
+    quarantined: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -92,6 +126,7 @@ class CalcRecord:
             for r in values.get("results") or []
             if isinstance(r, dict)
         ]
+        values["created_dir"] = DirIdentity.from_json(values.get("created_dir"))
         try:
             return cls(**values)
         except TypeError as exc:
@@ -123,9 +158,15 @@ class StateStore:
         return self.calcs / f"{accept_id}.json"
 
     def save(self, record: CalcRecord) -> None:
-        """Write the record atomically (temp file, fsync, rename)."""
+        """Write the record atomically (temp file, fsync, rename). Its free-text fields
+        (messages quoting a server or a library) are saved with secrets masked."""
         record.updated_at = now_iso()
-        JsonState(self._file(record.accept_id)).save(record.to_json())
+        document = record.to_json()
+        for key in ("message", "reason", "last_error"):
+            if isinstance(document[key], str):
+                document[key] = redact(document[key])
+        document["refusals"] = [redact(text) for text in document["refusals"]]
+        JsonState(self._file(record.accept_id)).save(document)
 
     def load(self, accept_id: str) -> Optional[CalcRecord]:
         path = self._file(accept_id)

@@ -14,6 +14,14 @@ The protocol carries whole files as base64 strings inside JSON bodies (up to
   that string is then fed to the sink piece by piece and never held whole.
   The parser returns the document with each diverted string replaced by the
   sink's `finish()` value. `Base64FileSink` decodes straight into a file.
+
+A peer may be hostile, so everything the parser holds is bounded (`JsonLimits`):
+nesting depth, the number of values (keys included), the length of one string
+that is not diverted, the sum of all of them, and the length of one number or
+literal token. Going past a bound raises `JsonLimitError` (an InputError) as soon
+as it is seen; diverted strings (the files) keep streaming up to 2 GiB each. A
+string holding a lone surrogate (`"\\ud800"`, not Unicode) is refused as
+malformed: it could name no file and would break every later encoding.
 """
 
 from __future__ import annotations
@@ -43,12 +51,39 @@ except ImportError:  # pragma: no cover - exercised in a venv without the extra
 MAX_BASE64_LENGTH = 2**31 - 1
 #: Raw bytes read per step when encoding (a multiple of 3 so chunks concatenate cleanly).
 ENCODE_CHUNK = 3 * 256 * 1024
-#: A string that is not diverted to a sink is held in memory; refuse absurd ones.
-MAX_PLAIN_STRING = 64 * 1024 * 1024
+#: A string that is not diverted to a sink is held in memory; refuse absurd ones. The
+#: longest real one is `parameters`, which reaches the command as an environment variable
+#: (Linux caps one at 128 KiB).
+MAX_PLAIN_STRING = 1024 * 1024
+#: All strings and literals held from one document together (file contents excluded).
+MAX_HELD_BYTES = 8 * 1024 * 1024
+#: Values (scalars, lists, objects, keys) in one document: a calc-info has a few per file.
+MAX_VALUES = 200_000
 #: Nesting deeper than this is not a calc-info document.
 MAX_DEPTH = 64
+#: One number, `true`, `false` or `null` token; Python's json prints floats in < 25 bytes.
+MAX_LITERAL = 256
 
 JsonPath = tuple[Union[str, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonLimits:
+    """The bounds `parse_json_stream` enforces (see the module docstring); tests make them
+    small to show that far larger hostile input is refused early."""
+
+    depth: int = MAX_DEPTH
+    values: int = MAX_VALUES
+    string: int = MAX_PLAIN_STRING
+    held: int = MAX_HELD_BYTES
+    literal: int = MAX_LITERAL
+
+
+DEFAULT_LIMITS = JsonLimits()
+
+
+class JsonLimitError(InputError):
+    """A peer's JSON went past one of the parser's bounds (refused, not necessarily malformed)."""
 
 
 def base64_length(size: int) -> int:
@@ -370,7 +405,6 @@ class Base64MemorySink:
         self._parts.clear()
 
 
-_WHITESPACE = b" \t\r\n"
 _ESCAPES = {
     ord('"'): b'"',
     ord("\\"): b"\\",
@@ -382,17 +416,23 @@ _ESCAPES = {
     ord("t"): b"\t",
 }
 _LITERAL_END = re.compile(rb"[\s,\]}]")
+_NOT_WHITESPACE = re.compile(rb"[^ \t\r\n]")
+_HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Reader:
     """A byte buffer over an iterator of chunks, with the JSON grammar on top."""
 
-    def __init__(self, chunks: Iterable[bytes], what: str) -> None:
+    def __init__(self, chunks: Iterable[bytes], what: str, limits: JsonLimits) -> None:
         self._chunks = iter(chunks)
         self._buf = b""
         self._pos = 0
         self._what = what
+        self.limits = limits
         self.consumed = 0
+        self.values = 0
+        self.held = 0
 
     def _more(self) -> bool:
         for chunk in self._chunks:
@@ -406,16 +446,29 @@ class _Reader:
     def error(self, message: str) -> InputError:
         return InputError(f"{self._what}: malformed JSON ({message})")
 
+    def refuse(self, what: str, limit: int) -> JsonLimitError:
+        return JsonLimitError(
+            f"{self._what}: refused after {self.consumed} bytes: {what} (limit {limit})"
+        )
+
+    def count_value(self) -> None:
+        self.values += 1
+        if self.values > self.limits.values:
+            raise self.refuse("too many values", self.limits.values)
+
+    def hold(self, size: int) -> None:
+        self.held += size
+        if self.held > self.limits.held:
+            raise self.refuse("too much text held in strings and numbers", self.limits.held)
+
     def peek(self) -> int:
         """The next non-whitespace byte, without consuming it; -1 at the end of input."""
         while True:
-            buf = self._buf
-            pos = self._pos
-            while pos < len(buf) and buf[pos] in _WHITESPACE:
-                pos += 1
-            self._pos = pos
-            if pos < len(buf):
-                return buf[pos]
+            match = _NOT_WHITESPACE.search(self._buf, self._pos)
+            if match is not None:
+                self._pos = match.start()
+                return self._buf[self._pos]
+            self._pos = len(self._buf)
             if not self._more():
                 return -1
 
@@ -428,16 +481,21 @@ class _Reader:
         self._pos += 1
 
     def literal(self) -> Any:
+        limit = self.limits.literal
         while True:
-            match = _LITERAL_END.search(self._buf, self._pos)
+            match = _LITERAL_END.search(self._buf, self._pos, self._pos + limit + 1)
             if match is not None:
                 end = match.start()
                 break
+            if len(self._buf) - self._pos > limit:
+                # checked before reading on: re-scanning a growing token is quadratic
+                raise self.refuse("a number or literal token too long", limit)
             if not self._more():
                 end = len(self._buf)
                 break
         token = self._buf[self._pos : end]
         self._pos = end
+        self.hold(len(token))
         try:
             return json.loads(token)
         except ValueError:
@@ -446,8 +504,8 @@ class _Reader:
     def string(self, sink: Optional[StringSink]) -> Any:
         """Read a string after its opening quote; into `sink`, or return it as str."""
         self.expect(ord('"'))
-        raw: list[bytes] = []
-        raw_length = 0
+        raw = bytearray()
+        limit = self.limits.string
         while True:
             at = _special_at(self._buf, self._pos)
             if at < 0:
@@ -457,8 +515,7 @@ class _Reader:
                     if sink is not None:
                         sink.write(segment)
                     else:
-                        raw.append(segment)
-                        raw_length += len(segment)
+                        raw += segment[: limit + 1 - len(raw)]
                 if not self._more():
                     raise self.error("unterminated string")
             else:
@@ -467,27 +524,32 @@ class _Reader:
                     if segment:
                         sink.write(segment)
                 else:
-                    raw.append(segment)
-                    raw_length += len(segment)
-                if self._buf[at] == ord('"'):
+                    raw += segment[: limit + 1 - len(raw)]
+                if self._buf[at] == ord('"') and len(raw) <= limit:
                     self._pos = at + 1
                     if sink is not None:
                         return sink.finish()
-                    return _decode_plain(b"".join(raw), self)
-                self._pos = at
-                escape, decoded = self._escape()
-                if sink is not None:
-                    sink.write(decoded)
-                else:
-                    raw.append(escape)
-                    raw_length += len(escape)
-            if raw_length > MAX_PLAIN_STRING:
-                raise self.error(f"a string value is longer than {MAX_PLAIN_STRING} bytes")
+                    self.hold(len(raw))
+                    return _decode_plain(bytes(raw), self)
+                if self._buf[at] == ord("\\"):
+                    self._pos = at
+                    escape, decoded = self._escape()
+                    if sink is not None:
+                        sink.write(decoded)
+                    else:
+                        raw += escape
+            if len(raw) > limit:
+                raise self.refuse("a string longer than the limit", limit)
 
     def _ensure(self, count: int) -> None:
+        if not self._available(count):
+            raise self.error("unterminated escape sequence")
+
+    def _available(self, count: int) -> bool:
         while len(self._buf) - self._pos < count:
             if not self._more():
-                raise self.error("unterminated escape sequence")
+                return False
+        return True
 
     def _escape(self) -> tuple[bytes, bytes]:
         """Consume one escape at the cursor; return (its raw text, its UTF-8 bytes)."""
@@ -502,8 +564,7 @@ class _Reader:
         self._ensure(6)
         raw = self._buf[self._pos : self._pos + 6]
         code = _hex(raw[2:], self)
-        if 0xD800 <= code < 0xDC00:
-            self._ensure(12)
+        if 0xD800 <= code < 0xDC00 and self._available(12):
             low_raw = self._buf[self._pos + 6 : self._pos + 12]
             if low_raw[:2] == b"\\u":
                 low = _hex(low_raw[2:], self)
@@ -527,10 +588,10 @@ def _special_at(buf: bytes, start: int) -> int:
 
 
 def _hex(text: bytes, reader: _Reader) -> int:
-    try:
-        return int(text, 16)
-    except ValueError:
-        raise reader.error(f"bad \\u escape {text!r}") from None
+    # int() would also take "+1ab", " 1ab" and "1_ab"
+    if not _HEX4.fullmatch(text):
+        raise reader.error(f"bad \\u escape {text!r}")
+    return int(text, 16)
 
 
 def _decode_plain(raw: bytes, reader: _Reader) -> str:
@@ -539,6 +600,9 @@ def _decode_plain(raw: bytes, reader: _Reader) -> str:
     except ValueError as exc:
         raise reader.error(f"bad string: {exc}") from None
     assert isinstance(value, str)
+    if _LONE_SURROGATE.search(value):
+        shown = ascii(value[:60])
+        raise reader.error(f"the string {shown} holds a lone surrogate, which is not Unicode")
     return value
 
 
@@ -547,13 +611,15 @@ def parse_json_stream(
     divert: Callable[[JsonPath], Optional[StringSink]] = lambda path: None,
     *,
     what: str = "response",
+    limits: JsonLimits = DEFAULT_LIMITS,
 ) -> Any:
     """Parse one JSON document from byte chunks; see the module docstring for `divert`.
 
-    Malformed input raises InputError naming `what`. On any error, every sink
-    that was opened and not finished is aborted (its partial file removed).
+    Malformed input raises InputError naming `what`, input past a bound of `limits`
+    JsonLimitError. On any error, every sink that was opened and not finished is
+    aborted (its partial file removed).
     """
-    reader = _Reader(chunks, what)
+    reader = _Reader(chunks, what, limits)
     open_sinks: list[StringSink] = []
 
     def tracked(path: JsonPath) -> Optional[StringSink]:
@@ -577,8 +643,9 @@ def parse_json_stream(
 def _value(
     reader: _Reader, path: JsonPath, divert: Callable[[JsonPath], Optional[StringSink]]
 ) -> Any:
-    if len(path) > MAX_DEPTH:
-        raise reader.error("nested too deeply")
+    if len(path) > reader.limits.depth:
+        raise reader.refuse("nested too deeply", reader.limits.depth)
+    reader.count_value()
     head = reader.peek()
     if head == ord("{"):
         reader.skip()
@@ -587,6 +654,7 @@ def _value(
             reader.skip()
             return result
         while True:
+            reader.count_value()
             key = reader.string(None)
             reader.expect(ord(":"))
             result[key] = _value(reader, (*path, key), divert)

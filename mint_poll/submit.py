@@ -9,6 +9,15 @@ the server on the way out: a `--timeout` or a SIGTERM/SIGINT force-cancels the
 registration before exiting. `get-calc-result` deletes the record on the
 server, so the out dir is proven writable before anything is sent, and each
 result file is written through a temp file and renamed.
+
+A run killed outright (SIGKILL, power loss) cannot cancel, so the accept_id is kept
+in the out dir (`JOURNAL_NAME`) from registration until the results are written or
+the registration cancelled: a rerun of the same submission into that out dir picks
+the calculation up where it was (nothing runs twice, nothing is left on the server);
+a different submission force-cancels it first; one the server no longer knows is
+registered afresh. A kill while add-calcinfo is in flight can still leave an
+unallowed registration the client never heard of (the protocol has no idempotency
+key); the server purges it after 30 minutes.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
@@ -34,7 +43,13 @@ from mint_common.errors import (
     UnavailableError,
 )
 from mint_common.files import atomic_write
-from mint_poll.api import STDERR_NAME, ApiRefusal, CalcResult, UnknownCalculation
+from mint_poll.api import (
+    STDERR_NAME,
+    UNREQUESTED,
+    ApiRefusal,
+    CalcResult,
+    UnknownCalculation,
+)
 from mint_poll.config import PollConfig, build_api
 from mint_poll.mime import mime_words
 from mint_poll.submit_args import (
@@ -52,6 +67,8 @@ COMPLETED = "completed"
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 HASH_CHUNK = 1024 * 1024
+#: In the out dir while a registration is ours to finish (see the module docstring).
+JOURNAL_NAME = ".mint-poll-submit.json"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -76,7 +93,12 @@ class WorkflowApi(Protocol):
     def calc_status(self, accept_id: str) -> str: ...
 
     def get_calc_result(
-        self, accept_id: str, dest_dir: Path, *, legacy_request: bool = ...
+        self,
+        accept_id: str,
+        dest_dir: Path,
+        *,
+        legacy_request: bool = ...,
+        wanted: Optional[Collection[str]] = ...,
     ) -> CalcResult: ...
 
     def cancel_wait_calc(self, accept_id: str, *, force: bool = ...) -> Any: ...
@@ -135,6 +157,7 @@ class SubmitOutcome:
     written: tuple[WrittenFile, ...] = ()
     missing: tuple[SkippedFile, ...] = ()
     refused: tuple[SkippedFile, ...] = ()
+    unrequested: tuple[SkippedFile, ...] = ()
     cancelled: bool = False
     cancel_error: Optional[str] = None
     signal_number: Optional[int] = None
@@ -145,12 +168,13 @@ class SubmitOutcome:
 
     @property
     def exit_status(self) -> int:
-        """0 ok; 1 abnormal or a result missing; 65 unsafe names; 75 timeout; 128+N on signal N."""
+        """0 ok; 1 abnormal or a result missing; 65 unsafe names or files nobody asked for;
+        75 timeout; 128+N on signal N."""
         if self.status == INTERRUPTED:
             return 128 + (self.signal_number or int(signal.SIGTERM))
         if self.status == TIMEOUT:
             return TryAgainLater.exit_status
-        if self.refused:
+        if self.refused or self.unrequested:
             return InputError.exit_status
         if self.status != COMPLETED or self.required_missing:
             return JobFailed.exit_status
@@ -174,6 +198,11 @@ class SubmitOutcome:
             problems.append(
                 f"refused unsafe result file name(s) from the server: {names};"
                 f" nothing was written outside {self.request.out_dir}"
+            )
+        if self.unrequested:
+            names = ", ".join(repr(item.name) for item in self.unrequested)
+            problems.append(
+                f"the server sent result file(s) nobody asked for: {names}; not written"
             )
         if self.status != COMPLETED:
             problems.append(
@@ -212,6 +241,7 @@ class SubmitOutcome:
                 {"name": m.name, "message": m.message, "required": m.required} for m in self.missing
             ],
             "refused": [{"name": r.name, "message": r.message} for r in self.refused],
+            "unrequested": [item.name for item in self.unrequested],
             "cancelled": self.cancelled,
         }
 
@@ -297,7 +327,7 @@ class Submission:
         prepare_out_dir(self.request.out_dir)
         check_result_targets(self.request.out_dir, self.request.requested_results)
         try:
-            accept_id = self._register()
+            accept_id = self._earlier_registration() or self._register()
         except StopRequested as exc:
             raise SubmitInterrupted(
                 f"interrupted by {signal_name(self.stop.signal_number)} while registering;"
@@ -308,10 +338,13 @@ class Submission:
             if self.stop.stop_requested.is_set():
                 raise StopRequested(INTERRUPTED)
             self._allow_and_wait(accept_id)
-            return self._collect(accept_id)
+            outcome = self._collect(accept_id)
+            self._journal.unlink(missing_ok=True)
+            return outcome
         except StopRequested as stopped:
             return self._cancel(accept_id, stopped.status)
         except UnknownCalculation as exc:
+            self._journal.unlink(missing_ok=True)
             raise TryAgainLater(
                 f"the server no longer knows calculation {accept_id} ({exc.server_message}):"
                 " it was restarted, purged or cancelled by someone else",
@@ -319,10 +352,65 @@ class Submission:
             ) from exc
         except UnavailableError as exc:
             exc.hint = exc.hint or (
-                f"calculation {accept_id} may still be registered on the server;"
-                " it could not be cancelled"
+                f"calculation {accept_id} may still be registered on the server: run the"
+                " same submission into the same out dir again to pick it up"
             )
             raise
+
+    @property
+    def _journal(self) -> Path:
+        return self.request.out_dir / JOURNAL_NAME
+
+    def _fingerprint(self) -> dict[str, Any]:
+        request = self.request
+        return {
+            "site_id": request.site_id,
+            "command": request.command,
+            "parameters": request.parameters,
+            "inputs": [[item.name, item.size] for item in request.inputs],
+            "results": list(request.results),
+        }
+
+    def _earlier_registration(self) -> Optional[str]:
+        """The accept_id an earlier, killed run of this submission left to finish, if any."""
+        try:
+            journal = json.loads(self._journal.read_text(encoding="utf-8"))
+            accept_id = journal["accept_id"]
+            if not isinstance(accept_id, str):
+                raise TypeError("accept_id is not a string")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            log.warning("ignoring the unreadable %s: %s", self._journal, exc)
+            return None
+        if journal.get("request") != self._fingerprint():
+            log.warning(
+                "force-cancelling calculation %s, left in %s by an earlier run of a different"
+                " submission",
+                accept_id,
+                self.request.out_dir,
+            )
+            try:
+                self.api.cancel_wait_calc(accept_id, force=True)
+            except UnknownCalculation:
+                log.info("calculation %s was already gone from the server", accept_id)
+            self._journal.unlink(missing_ok=True)
+            return None
+        try:
+            progress = self.api.calc_progress(accept_id)
+        except UnknownCalculation:
+            log.warning(
+                "calculation %s of an earlier, interrupted run is gone from the server (its"
+                " results were fetched, or it was purged); registering again",
+                accept_id,
+            )
+            self._journal.unlink(missing_ok=True)
+            return None
+        log.info(
+            "resuming calculation %s of an earlier, interrupted run (at %r)", accept_id, progress
+        )
+        self._progress = progress
+        return accept_id
 
     def _register(self) -> str:
         request = self.request
@@ -351,6 +439,8 @@ class Submission:
             ) from exc
         self._progress = "not allowed"
         log.info("registered calculation %s", accept_id)
+        document = {"accept_id": accept_id, "request": self._fingerprint()}
+        atomic_write(self._journal, json.dumps(document, ensure_ascii=False) + "\n")
         return accept_id
 
     def _allow_and_wait(self, accept_id: str) -> None:
@@ -392,7 +482,9 @@ class Submission:
             cancel_error = exc.message
         except StopRequested:
             cancel_error = "the server did not answer and the run was interrupted"
-        if cancel_error is not None:
+        if cancel_error is None:
+            self._journal.unlink(missing_ok=True)
+        else:
             log.error("could not cancel calculation %s: %s", accept_id, cancel_error)
         return SubmitOutcome(
             request=self.request,
@@ -409,11 +501,14 @@ class Submission:
         status = self.api.calc_status(accept_id)
         if self.stop.stop_requested.is_set():
             raise StopRequested(INTERRUPTED)
-        result = self.api.get_calc_result(accept_id, self.request.out_dir)
+        result = self.api.get_calc_result(
+            accept_id, self.request.out_dir, wanted=self.request.requested_results
+        )
         written, missing, refused = self._account(result)
+        unrequested = tuple(SkippedFile(f.name, UNREQUESTED) for f in result.unrequested)
         for item in missing:
             log.warning("result file %s is missing: %s", item.name, item.message)
-        for item in refused:
+        for item in (*refused, *unrequested):
             log.error("result file %r refused: %s", item.name, item.message)
         outcome = SubmitOutcome(
             request=self.request,
@@ -424,6 +519,7 @@ class Submission:
             written=written,
             missing=missing,
             refused=refused,
+            unrequested=unrequested,
         )
         log.info(
             "calculation %s ended %s after %s: %d file(s) written to %s",
@@ -444,7 +540,7 @@ class Submission:
         for item in result.files:
             if item.path is not None:
                 written.append(WrittenFile(item.name, item.path, item.size, sha256_of(item.path)))
-            elif item.refused:
+            elif item.refused and not item.unrequested:
                 refused.append(SkippedFile(item.name, item.refused))
         missing: list[SkippedFile] = []
         for name in self.request.requested_results:

@@ -317,8 +317,11 @@ def dispatch(
             click.echo(f"{prefix}\tCANCELLED")
         for prefix, reason in report.waiting:
             click.echo(f"{prefix}\tWAITING\t{reason}")
+        for prefix, reason in report.failed:
+            click.echo(f"{prefix}\tRETRY\t{reason}")
 
     if watch:
+        dispatcher.preflight()
         watch_loop(dispatcher, config.watch_interval, on_report=show)
     else:
         report = dispatcher.run_once()
@@ -328,6 +331,8 @@ def dispatch(
             exit_with(69)
         if report.errors:
             exit_with(1)
+        if report.failed:
+            exit_with(75)
 
 
 @main.command()

@@ -38,6 +38,8 @@ class S3JobConfig:
     watch_interval: float = 60.0
     rescan_interval: float = 600.0
     claim_stale_after: float = 900.0
+    # A job whose preparation fails the same way this many runs in a row becomes JOB_ERROR.
+    quarantine_after: int = 3
     # On-premises.
     poll_interval: float = 10.0
 
@@ -60,6 +62,8 @@ class S3JobConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"key {name!r}: must be positive, got {getattr(self, name)}")
+        if self.quarantine_after < 1:
+            raise ConfigError(f"key 'quarantine_after': must be >= 1, got {self.quarantine_after}")
         if self.rescan_interval < 0:
             raise ConfigError(f"key 'rescan_interval': must be >= 0, got {self.rescan_interval}")
 

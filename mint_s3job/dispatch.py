@@ -14,6 +14,7 @@ so a fast epilog's JOB_COMPLETE is never overwritten by a late JOB_SUBMIT.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -28,25 +29,26 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from mint_common.errors import (
+    ConfigError,
     InputError,
     MintError,
     TransferError,
     UnavailableError,
-    UnsafePathError,
 )
-from mint_common.files import JsonState, safe_join
+from mint_common.files import JsonState, check_relative_name, safe_join
 from mint_common.signals import GracefulStop
-from mint_s3job import layout
+from mint_s3job import jobdir, layout
 from mint_s3job.config import S3JobConfig
 from mint_s3job.layout import State
-from mint_s3job.manifest import parse_manifest, sha256_file
+from mint_s3job.manifest import ManifestEntry, parse_manifest, sha256_file
 from mint_s3job.slurm import Outcome, SbatchResult, Scheduler, job_comment
 from mint_s3job.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 BULK_LISTING_THRESHOLD = 64
 Objects = dict[str, ObjectInfo]  # name inside the prefix -> object
 
@@ -59,8 +61,44 @@ class DispatchReport:
     lost: list[str] = field(default_factory=list)
     # Jobs left in FILE_UPLOAD because slurmctld could not be reached (or could not say).
     waiting: list[tuple[str, str]] = field(default_factory=list)
+    # Jobs whose step failed for a reason that was not theirs for sure: tried again next run.
+    failed: list[tuple[str, str]] = field(default_factory=list)
     examined: int = 0
     full_scan: bool = False
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure: our own message, or the type and text of anything else."""
+    if isinstance(exc, MintError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+# Failures of the head node, not of one job: they never count towards quarantine.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM, errno.EMFILE, errno.ENFILE}
+)
+
+
+def is_poison(exc: BaseException) -> bool:
+    """Could this failure be the job's own doing, so that retrying it forever would not help?
+    S3 or the network being down, or the head node's disk, are not."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    if isinstance(cause, (ConnectionError, TimeoutError)):
+        return False
+    if isinstance(cause, OSError):
+        return cause.errno not in _ENVIRONMENT_ERRNOS
+    return not isinstance(exc, (UnavailableError, TransferError))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _now_iso() -> str:
@@ -93,19 +131,6 @@ def update_record(workdir: Path, prefix: str, **values: Any) -> dict[str, Any]:
     return document
 
 
-def snapshot(job_dir: Path) -> dict[str, list[int]]:
-    """name -> [size, mtime_ns] of every regular file (symlinks are not followed)."""
-    files: dict[str, list[int]] = {}
-    for current, dirnames, filenames in os.walk(job_dir):
-        dirnames[:] = [d for d in dirnames if not (Path(current) / d).is_symlink()]
-        for name in filenames:
-            path = Path(current) / name
-            info = path.lstat()
-            if path.is_file() and not path.is_symlink():
-                files[path.relative_to(job_dir).as_posix()] = [info.st_size, info.st_mtime_ns]
-    return files
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -124,6 +149,21 @@ class Dispatcher:
         self.cache = JsonState(state_dir(workdir) / "dispatch-state.json")
         self.identity = {"host": socket.gethostname(), "pid": os.getpid()}
         self.controller_down: Optional[str] = None
+        self.last_error: Optional[str] = None
+        self.failures: dict[str, dict[str, Any]] = {}
+
+    def preflight(self) -> None:
+        """Mistakes in the configuration, found before a watch loop that would only log them:
+        ConfigError (78) for a work dir that cannot be made or a bucket that does not exist,
+        AuthError (77) for credentials S3 refuses."""
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"work directory {self.workdir} cannot be created: {exc.strerror}",
+                hint="set 'workdir' to a directory the dispatcher's user can write",
+            ) from exc
+        self.store.bucket_region()
 
     # ---- one run ---------------------------------------------------------------------------
 
@@ -133,6 +173,8 @@ class Dispatcher:
         known: dict[str, Any] = dict(cache.get("jobs", {}))
         report = DispatchReport()
         self.controller_down = None
+        self.last_error = None
+        self.failures = dict(cache.get("failures", {}))
         full = self.clock() - float(cache.get("last_full_scan", 0)) >= self.config.rescan_interval
         listings = self._find_candidates(known, full, report)
         states = self._states(listings, known)
@@ -140,8 +182,18 @@ class Dispatcher:
             report.examined += 1
             try:
                 self._handle(prefix, listings[prefix], states.get(prefix), known, report)
-            except (UnavailableError, TransferError) as exc:
-                log.warning("job %s: %s; trying again next run", prefix, exc)
+            except Exception as exc:
+                # One job's failure never stops the others.
+                self.last_error = f"job {prefix}: {describe(exc)}"
+                report.failed.append((prefix, describe(exc)))
+                log.error(
+                    "job %s: %s; trying again next run",
+                    prefix,
+                    describe(exc),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+        for gone in set(self.failures) - set(known) - set(listings):
+            self.failures.pop(gone)
         cache = self.cache.load(default={}) or {}
         cache.update(
             jobs=known,
@@ -150,8 +202,10 @@ class Dispatcher:
                 "submitted": len(report.submitted),
                 "errors": len(report.errors),
                 "waiting": len(report.waiting),
+                "failed": len(report.failed),
             },
-            last_error=self.controller_down,
+            last_error=self.controller_down or self.last_error,
+            failures=self.failures,
             **self.identity,
         )
         if full:
@@ -254,11 +308,12 @@ class Dispatcher:
         if state is None:
             return  # no state object yet: a submit in progress or abandoned; not ours to touch
         if state is State.FILE_UPLOAD:
-            if layout.CLAIM in objects:
-                self._warn_if_stale(prefix, objects[layout.CLAIM])
+            claim = objects.get(layout.CLAIM)
+            if claim is not None and not self._reclaim_from_the_dead(prefix, objects):
+                self._warn_if_stale(prefix, claim)
                 self._remember(known, prefix, objects, state, settled=False)
                 return
-            self._dispatch(prefix, objects, report)
+            self._dispatch(prefix, objects, report, claimed=claim is not None)
             return
         if state is State.JOB_SUBMIT:
             if layout.CANCEL in objects and layout.CANCELLED not in objects:
@@ -267,6 +322,36 @@ class Dispatcher:
             self._remember(known, prefix, objects, state, settled=False)
             return
         self._remember(known, prefix, objects, state, settled=True)
+
+    def _reclaim_from_the_dead(self, prefix: str, objects: Objects) -> bool:
+        """Take over a claim held by a dispatcher process of this host that no longer runs
+        (killed in the middle of a step). The local record tells the taker how far it got;
+        the If-Match write lets only one taker win."""
+        claim = objects[layout.CLAIM]
+        try:
+            holder = json.loads(self.store.get_bytes(layout.key(prefix, layout.CLAIM)) or b"")
+        except ValueError:
+            return False
+        if not isinstance(holder, dict) or holder.get("host") != self.identity["host"]:
+            return False
+        pid = holder.get("pid")
+        if not isinstance(pid, int):
+            return False
+        if pid == os.getpid() or _process_exists(pid):
+            return False
+        current = self.store.head(layout.key(prefix, layout.JOB_STAT))
+        if current is None or current.etag != objects[layout.JOB_STAT].etag:
+            return False  # it finished its step after all, after this run's listing
+        body = json.dumps({**self.identity, "claimed_at": _now_iso(), "took_over_from": pid})
+        key = layout.key(prefix, layout.CLAIM)
+        if not self.store.put_bytes(key, body.encode(), if_match=claim.etag):
+            return False
+        log.warning(
+            "job %s: its dispatcher (pid %d on this host) died holding its claim; taking over",
+            prefix,
+            pid,
+        )
+        return True
 
     def _warn_if_stale(self, prefix: str, claim: ObjectInfo) -> None:
         age = self.clock() - claim.last_modified.timestamp()
@@ -291,42 +376,108 @@ class Dispatcher:
     def _release(self, prefix: str) -> None:
         self.store.delete_keys([layout.key(prefix, layout.CLAIM)])
 
-    def _dispatch(self, prefix: str, objects: Objects, report: DispatchReport) -> None:
+    def _dispatch(
+        self, prefix: str, objects: Objects, report: DispatchReport, *, claimed: bool = False
+    ) -> None:
         stat = objects[layout.JOB_STAT]
         if self.controller_down is not None:
             # Each sbatch would wait for the same dead controller; leave the job unclaimed.
+            if claimed:
+                self._release(prefix)
             report.waiting.append((prefix, self.controller_down))
             return
-        if not self._claim(prefix):
+        if not claimed and not self._claim(prefix):
             report.lost.append(prefix)
             return
+        submission = self._before_sbatch(
+            prefix, stat, report, lambda: self._unchanged(prefix, stat)
+        )
+        if submission is None:
+            return
+        if submission.get("slurm_job_id"):
+            # sbatch had answered when the last dispatcher died: finish its writes, never
+            # submit again.
+            self._submitted(prefix, stat.etag, str(submission["slurm_job_id"]), report)
+            return
+        comment = job_comment(prefix, submission["token"])
+        # An earlier sbatch whose answer was lost may have queued the job: look before acting.
+        # Outside the guard: once Slurm has the job, a failure must keep the claim.
+        if submission.get("pending") and self._found_earlier(prefix, stat, comment, report):
+            return
+        job_dir = self._before_sbatch(
+            prefix, stat, report, lambda: self._prepare(prefix, objects, stat, submission, report)
+        )
+        if job_dir is not None:
+            self._forget_failures(prefix)
+            self._sbatch(prefix, stat, job_dir, submission, report)
+
+    def _unchanged(self, prefix: str, stat: ObjectInfo) -> Optional[dict[str, Any]]:
+        """This submission, or None when the job changed while being claimed."""
         current = self.store.head(layout.key(prefix, layout.JOB_STAT))
         if current is None or current.etag != stat.etag:
             log.info("job %s changed while being claimed; leaving it for the next run", prefix)
             self._release(prefix)
-            return
-        submission = self._submission(prefix, stat)
-        comment = job_comment(prefix, submission["token"])
-        # An earlier sbatch whose answer was lost may have queued the job: look before acting.
-        if submission.get("pending") and self._found_earlier(prefix, stat, comment, report):
-            return
+            return None
+        return self._submission(prefix, stat)
+
+    def _prepare(
+        self,
+        prefix: str,
+        objects: Objects,
+        stat: ObjectInfo,
+        submission: dict[str, Any],
+        report: DispatchReport,
+    ) -> Optional[Path]:
+        """The downloaded job directory, or None when the job was cancelled."""
         if layout.CANCEL in objects or self.store.head(layout.key(prefix, layout.CANCEL)):
             self._record_cancel(prefix, "cancelled before submission", None)
             self._set_state(prefix, State.JOB_ERROR, stat.etag)
             self._put_text(prefix, layout.SBATCH_OUT, "mint-s3job: cancelled before submission\n")
             report.cancelled.append(prefix)
-            return
+            return None
+        job_dir = self._download(prefix, objects)
+        # Recorded before sbatch: if its answer is lost, the next attempt looks it up.
+        update_record(self.workdir, prefix, submission={**submission, "pending": True})
+        return job_dir
+
+    def _before_sbatch(
+        self, prefix: str, stat: ObjectInfo, report: DispatchReport, step: Callable[[], _T]
+    ) -> Optional[_T]:
+        """Run a step between the claim and sbatch. The job's own bad data makes it JOB_ERROR;
+        any other failure releases the claim (nothing was submitted) for the next run, and
+        the same failure `quarantine_after` times in a row makes it JOB_ERROR too."""
         try:
-            job_dir = self._download(prefix, objects)
-            # Recorded before sbatch: if its answer is lost, the next attempt looks it up.
-            update_record(self.workdir, prefix, submission={**submission, "pending": True})
-        except (UnavailableError, TransferError, OSError) as exc:
-            self._release(prefix)  # nothing was submitted
-            raise UnavailableError(f"preparing job {prefix} failed: {exc}") from exc
-        except MintError as exc:
+            return step()
+        except InputError as exc:
+            self._forget_failures(prefix)
             self._fail(prefix, stat.etag, exc.message, report)
-            return
-        self._sbatch(prefix, stat, job_dir, submission, report)
+        except Exception as exc:
+            reason = describe(exc)
+            log.warning(
+                "job %s: %s; trying again next run",
+                prefix,
+                reason,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+            count = self._count_failure(prefix, reason) if is_poison(exc) else 0
+            self.last_error = f"job {prefix}: {reason}"
+            if count >= self.config.quarantine_after:
+                self._forget_failures(prefix)
+                why = f"quarantined after failing {count} times the same way: {reason}"
+                self._fail(prefix, stat.etag, why, report)
+                return None
+            self._release(prefix)
+            report.failed.append((prefix, reason))
+        return None
+
+    def _count_failure(self, prefix: str, reason: str) -> int:
+        earlier = self.failures.get(prefix, {})
+        count = int(earlier.get("count", 0)) + 1 if earlier.get("reason") == reason else 1
+        self.failures[prefix] = {"reason": reason, "count": count, "at": _now_iso()}
+        return count
+
+    def _forget_failures(self, prefix: str) -> None:
+        self.failures.pop(prefix, None)
 
     def _sbatch(
         self,
@@ -358,9 +509,13 @@ class Dispatcher:
         """This submission's comment token: the earlier one while an attempt whose outcome
         was not known is pending for the same state object, else a new one."""
         identity = {"stat_etag": stat.etag, "stat_modified": stat.last_modified.isoformat()}
-        earlier = load_record(self.workdir, prefix).get("submission") or {}
-        if earlier.get("pending") and all(earlier.get(k) == v for k, v in identity.items()):
-            return dict(earlier)
+        record = load_record(self.workdir, prefix)
+        earlier = record.get("submission") or {}
+        if all(earlier.get(k) == v for k, v in identity.items()):
+            if earlier.get("pending"):
+                return dict(earlier)
+            if record.get("slurm_job_id"):
+                return {**earlier, "slurm_job_id": record["slurm_job_id"]}
         return {**identity, "token": secrets.token_hex(8), "pending": False}
 
     def _found_earlier(
@@ -408,11 +563,12 @@ class Dispatcher:
         output and the job id). sbatch has run: a local failure must not stop the S3 writes."""
         try:
             update_record(self.workdir, prefix, slurm_job_id=result.job_id, submission=submission)
-            if job_dir.is_dir():
-                text = result.output or (result.reason or "") + "\n"
-                (job_dir / layout.SBATCH_OUT).write_text(text, encoding="utf-8")
-                if result.job_id is not None:
-                    (job_dir / layout.JOB_ID).write_text(result.job_id + "\n", encoding="utf-8")
+            # The job may already run and may have put symlinks in place of these.
+            jobdir.write_file(
+                job_dir, layout.SBATCH_OUT, result.output or (result.reason or "") + "\n"
+            )
+            if result.job_id is not None:
+                jobdir.write_file(job_dir, layout.JOB_ID, result.job_id + "\n")
         except OSError as exc:
             log.warning("job %s: cannot write its local files: %s", prefix, exc)
 
@@ -444,57 +600,98 @@ class Dispatcher:
         self.store.put_bytes(layout.key(prefix, name), text.encode("utf-8"))
 
     def _download(self, prefix: str, objects: Objects) -> Path:
+        """The job's files into WORKDIR/PREFIX; InputError (JOB_ERROR) when the job's own
+        objects cannot make a complete job directory, before anything is written."""
         if layout.JOB_SCRIPT not in objects:
             raise InputError(f"the job has no {layout.JOB_SCRIPT}")
         job_dir = self.workdir / prefix
-        if job_dir.exists():
-            self._clear(prefix, job_dir)
         names = [
             n
             for n in objects
             if not layout.is_metadata(n) and n not in layout.RESERVED_INPUTS and not n.endswith("/")
         ]
+        for name in names:
+            check_relative_name(name)  # hostile names are refused before anything is written
+        self._check_names(prefix, job_dir, names)
+        manifest = self._submit_manifest(prefix, objects)
+        missing = sorted(set(manifest) - set(objects))
+        if missing:
+            raise InputError(
+                f"{len(missing)} file(s) listed in the submit manifest are missing from the"
+                " bucket: " + ", ".join(repr(layout.key(prefix, n)) for n in missing[:10])
+            )
+        if os.path.lexists(job_dir):
+            self._clear(prefix, job_dir)
+        # Recorded first: a failed download is ours to replace next time, not to move aside.
+        update_record(
+            self.workdir, prefix, download_started=_now_iso(), slurm_job_id=None, completed_at=None
+        )
         job_dir.mkdir(parents=True)
-        targets = [(n, safe_join(job_dir, n)) for n in names]  # refuses hostile names first
+        targets = [(n, safe_join(job_dir, n)) for n in names]
         for _, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             safe_join(job_dir, target.relative_to(job_dir).as_posix())
         items = [(layout.key(prefix, n), t) for n, t in targets]
         self.store.download_files(items, lambda _n: None)
-        self._verify(prefix, objects, targets)
+        self._verify(prefix, objects, manifest, targets)
+        with jobdir.opened_job_dir(self.workdir, prefix) as dir_fd:
+            files = jobdir.scan(dir_fd)[0] if dir_fd is not None else {}
         update_record(
-            self.workdir,
-            prefix,
-            bucket=self.store.bucket,
-            dispatched_at=_now_iso(),
-            files=snapshot(job_dir),
-            slurm_job_id=None,
-            completed_at=None,
+            self.workdir, prefix, bucket=self.store.bucket, dispatched_at=_now_iso(), files=files
         )
         return job_dir
+
+    @staticmethod
+    def _check_names(prefix: str, job_dir: Path, names: list[str]) -> None:
+        problems = layout.name_problems(names, str(job_dir))
+        if problems:
+            listed = "; ".join(
+                f"{layout.key(prefix, name)!r}: {why}"
+                for name, why in sorted(problems.items())[:10]
+            )
+            raise InputError(f"{len(problems)} key(s) cannot be written as files: {listed}")
+
+    def _submit_manifest(self, prefix: str, objects: Objects) -> dict[str, ManifestEntry]:
+        if layout.SUBMIT_MANIFEST not in objects:
+            return {}  # a seed-procedure job: S3's own checksums covered the transfer
+        data = self.store.get_bytes(layout.key(prefix, layout.SUBMIT_MANIFEST), 64 * 1024 * 1024)
+        entries = parse_manifest(data, f"{prefix}/{layout.SUBMIT_MANIFEST}")
+        return {
+            name: entry
+            for name, entry in entries.items()
+            if not layout.is_metadata(name) and name not in layout.RESERVED_INPUTS
+        }
 
     def _clear(self, prefix: str, job_dir: Path) -> None:
         """Our own earlier download of this job, never submitted, is replaced; anything else
         (an older job under a reused prefix, with its results) is moved aside."""
         record = load_record(self.workdir, prefix)
-        if record.get("dispatched_at") and not record.get("slurm_job_id"):
+        ours = record.get("dispatched_at") or record.get("download_started")
+        if ours and not record.get("slurm_job_id"):
             log.info("replacing the earlier, unsubmitted download in %s", job_dir)
-            shutil.rmtree(job_dir)
+            if job_dir.is_symlink():
+                job_dir.unlink()
+            else:
+                shutil.rmtree(job_dir)
             return
         aside = state_dir(self.workdir) / "replaced" / f"{prefix}-{int(self.clock())}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         log.warning("moving the old %s aside to %s", job_dir, aside)
-        shutil.move(str(job_dir), str(aside))
+        os.rename(job_dir, aside)
 
-    def _verify(self, prefix: str, objects: Objects, targets: list[tuple[str, Path]]) -> None:
-        manifest_info = objects.get(layout.SUBMIT_MANIFEST)
-        if manifest_info is None:
-            return  # a seed-procedure job: S3's own checksums covered the transfer
-        data = self.store.get_bytes(layout.key(prefix, layout.SUBMIT_MANIFEST), 64 * 1024 * 1024)
-        entries = parse_manifest(data, f"{prefix}/{layout.SUBMIT_MANIFEST}")
+    def _verify(
+        self,
+        prefix: str,
+        objects: Objects,
+        manifest: dict[str, ManifestEntry],
+        targets: list[tuple[str, Path]],
+    ) -> None:
+        if layout.SUBMIT_MANIFEST not in objects:
+            return
+        written = objects[layout.SUBMIT_MANIFEST].last_modified
         for name, path in targets:
-            entry = entries.get(name)
-            fresh = objects[name].last_modified <= manifest_info.last_modified
+            entry = manifest.get(name)
+            fresh = objects[name].last_modified <= written
             if entry is not None and fresh and sha256_file(path) != entry.sha256:
                 # The object itself differs from what submit uploaded: retrying cannot help.
                 raise InputError(f"{name}: SHA-256 does not match the submit manifest")
@@ -528,15 +725,22 @@ def watch(
     on_report: Callable[[DispatchReport], None],
     max_runs: Optional[int] = None,
 ) -> None:
-    """Dispatch every `interval` seconds until SIGTERM/SIGINT; transient errors do not stop it."""
+    """Dispatch every `interval` seconds until SIGTERM/SIGINT. Whatever one run throws is
+    logged and recorded in the heartbeat, and the next run comes (a second signal's
+    SystemExit is no Exception, so it still ends the loop)."""
     runs = 0
     with GracefulStop() as stop:
         while not stop.stop_requested.is_set():
             try:
                 on_report(dispatcher.run_once())
-            except (UnavailableError, TransferError, UnsafePathError, OSError) as exc:
-                log.error("dispatch run failed: %s; next try in %g s", exc, interval)
-                _note_error(dispatcher, str(exc))
+            except Exception as exc:
+                log.error(
+                    "dispatch run failed: %s; next try in %g s",
+                    describe(exc),
+                    interval,
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+                _note_error(dispatcher, describe(exc))
             runs += 1
             if max_runs is not None and runs >= max_runs:
                 return
@@ -544,6 +748,9 @@ def watch(
 
 
 def _note_error(dispatcher: Dispatcher, message: str) -> None:
-    cache = dispatcher.cache.load(default={}) or {}
-    cache.update(heartbeat=_now_iso(), last_error=message, **dispatcher.identity)
-    dispatcher.cache.save(cache)
+    try:
+        cache = dispatcher.cache.load(default={}) or {}
+        cache.update(heartbeat=_now_iso(), last_error=message, **dispatcher.identity)
+        dispatcher.cache.save(cache)
+    except Exception as exc:
+        log.error("cannot record the error in %s: %s", dispatcher.cache.path, describe(exc))

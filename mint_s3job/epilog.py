@@ -8,21 +8,24 @@ bucket (their work directory is not under `workdir`) are left alone.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional
 
-from mint_common.errors import UsageError
+from mint_common.errors import UnsafePathError, UsageError
 from mint_common.files import JsonState
-from mint_s3job import layout
-from mint_s3job.dispatch import load_record, snapshot, state_dir, update_record
+from mint_s3job import jobdir, layout
+from mint_s3job.dispatch import load_record, state_dir, update_record
 from mint_s3job.layout import State
-from mint_s3job.manifest import describe_files, dump_manifest
+from mint_s3job.manifest import ManifestEntry, dump_manifest
 from mint_s3job.slurm import prefix_from_comment
 from mint_s3job.store import ObjectStore
 
@@ -57,6 +60,8 @@ class EpilogResult:
     bytes: int
     exit_code: Optional[int]
     signal: Optional[int]
+    # Not uploaded: symlinks and special files, or "." when the job dir itself was replaced.
+    refused: list[str]
 
 
 def find_prefix(workdir: Path, env: Mapping[str, str]) -> Optional[str]:
@@ -68,12 +73,18 @@ def find_prefix(workdir: Path, env: Mapping[str, str]) -> Optional[str]:
     """
     job_id = env.get("SLURM_JOB_ID", "").strip()
     commented = prefix_from_comment(env.get("SLURM_JOB_COMMENT", "").strip())
-    if commented is not None and layout.is_prefix(commented) and (workdir / commented).is_dir():
+    # lexists, not is_dir: a job dir replaced by a symlink is still this job's, to be refused.
+    if (
+        commented is not None
+        and layout.is_prefix(commented)
+        and os.path.lexists(workdir / commented)
+    ):
         return commented
     work_dir = env.get("SLURM_JOB_WORK_DIR", "").strip()
     if work_dir:
-        path = Path(work_dir)
-        if path.resolve().parent == workdir.resolve() and path.name != layout.META_DIR:
+        # Compared as written: resolving would follow a symlink the job put in its place.
+        path = Path(os.path.normpath(work_dir))
+        if path.parent in (workdir, workdir.resolve()) and layout.is_prefix(path.name):
             return path.name
     # A job script may change its directory (#SBATCH --chdir): find it by its job id.
     for record_path in sorted((state_dir(workdir) / "jobs").glob("*.json")):
@@ -83,16 +94,69 @@ def find_prefix(workdir: Path, env: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def _changed(job_dir: Path, before: Mapping[str, Any]) -> list[tuple[Path, str]]:
-    changed = []
-    for name, size_mtime in sorted(snapshot(job_dir).items()):
+UPLOAD_BATCH = 256  # files held open at once
+
+
+def _changed(current: Mapping[str, list[int]], before: Mapping[str, Any]) -> list[str]:
+    return [
+        name
+        for name, size_mtime in sorted(current.items())
         # The seed's local files are the dispatcher's, not results (it writes them while
         # the job may already be running).
-        if name in layout.RESERVED_INPUTS or layout.is_metadata(name):
-            continue
-        if before.get(name) != size_mtime:
-            changed.append((job_dir / name, name))
-    return changed
+        if name not in layout.RESERVED_INPUTS
+        and not layout.is_metadata(name)
+        and before.get(name) != size_mtime
+    ]
+
+
+def _hash(handle: BinaryIO) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    while block := handle.read(1024 * 1024):
+        digest.update(block)
+        size += len(block)
+    handle.seek(0)
+    return size, digest.hexdigest()
+
+
+def _upload_results(
+    store: ObjectStore, prefix: str, dir_fd: int, names: list[str], refused: list[str]
+) -> list[ManifestEntry]:
+    """Upload what is opened, not what a path names at upload time (see jobdir)."""
+    entries: list[ManifestEntry] = []
+    for start in range(0, len(names), UPLOAD_BATCH):
+        with contextlib.ExitStack() as stack:
+            items: list[tuple[BinaryIO, str]] = []
+            for name in names[start : start + UPLOAD_BATCH]:
+                try:
+                    handle = stack.enter_context(jobdir.open_file(dir_fd, name))
+                except UnsafePathError as exc:
+                    log.error("job %s: refusing %s", prefix, exc.message)
+                    refused.append(name)
+                    continue
+                size, sha256 = _hash(handle)
+                entries.append(ManifestEntry(name, size, sha256))
+                items.append((handle, layout.key(prefix, name)))
+            store.upload_files(items, lambda _n: None)
+    return entries
+
+
+def _collect_and_upload(
+    store: ObjectStore, workdir: Path, prefix: str, before: Mapping[str, Any]
+) -> tuple[list[ManifestEntry], list[str]]:
+    """(what was uploaded, what was refused: symlinks, special files, a replaced job dir)."""
+    try:
+        with jobdir.opened_job_dir(workdir, prefix) as dir_fd:
+            if dir_fd is None:
+                return [], []
+            current, refused = jobdir.scan(dir_fd)
+            for name in refused:
+                log.warning("job %s: not uploading %s (a symlink or special file)", prefix, name)
+            entries = _upload_results(store, prefix, dir_fd, _changed(current, before), refused)
+            return entries, refused
+    except UnsafePathError as exc:
+        log.error("job %s: %s", prefix, exc.message)
+        return [], ["."]
 
 
 def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Optional[EpilogResult]:
@@ -107,18 +171,13 @@ def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Opt
         log.debug("Slurm job %s did not come from s3://%s; nothing to do", job_id, store.bucket)
         return None
     layout.check_prefix(prefix)
-    job_dir = workdir / prefix
     record = load_record(workdir, prefix)
     recorded_id = record.get("slurm_job_id")
     if recorded_id is not None and str(recorded_id) != job_id:
         log.warning(
             "job %s was dispatched as Slurm job %s, epilog is for %s", prefix, recorded_id, job_id
         )
-    changed = _changed(job_dir, record.get("files", {})) if job_dir.is_dir() else []
-    entries = describe_files(changed)
-    store.upload_files(
-        [(path, layout.key(prefix, name)) for path, name in changed], lambda _n: None
-    )
+    entries, refused = _collect_and_upload(store, workdir, prefix, record.get("files", {}))
     exit_info = parse_exit(env)
     completed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     store.put_bytes(
@@ -130,6 +189,7 @@ def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Opt
         "exit_code": exit_info.exit_code,
         "signal": exit_info.signal,
         "completed_at": completed_at,
+        "refused": refused,
         "slurm_env": {k: env[k] for k in sorted(env) if k.startswith("SLURM_JOB_EXIT")},
     }
     store.put_bytes(layout.key(prefix, layout.EXIT), json.dumps(exit_document).encode())
@@ -139,4 +199,6 @@ def run_epilog(store: ObjectStore, workdir: Path, env: Mapping[str, str]) -> Opt
     update_record(workdir, prefix, slurm_job_id=recorded_id or job_id, completed_at=completed_at)
     total = sum(e.size for e in entries)
     log.info("job %s (Slurm %s): uploaded %d file(s), JOB_COMPLETE", prefix, job_id, len(entries))
-    return EpilogResult(prefix, job_id, len(entries), total, exit_info.exit_code, exit_info.signal)
+    return EpilogResult(
+        prefix, job_id, len(entries), total, exit_info.exit_code, exit_info.signal, refused
+    )

@@ -30,6 +30,8 @@ class FetchResult:
     downloaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
+    # Names that cannot be files here (`a` and `a/b`, too long, a directory in the way).
+    conflicts: list[str] = field(default_factory=list)
     bytes: int = 0
 
 
@@ -82,25 +84,33 @@ def matches(path: Path, info: ObjectInfo, expected: Optional[ManifestEntry]) -> 
 
 def plan_fetch(
     store: ObjectStore, prefix: str, dest: Path, include: Sequence[str], exclude: Sequence[str]
-) -> tuple[list[_Planned], list[str]]:
+) -> tuple[list[_Planned], list[str], list[str]]:
+    """(what to fetch, keys refused as unsafe, names skipped as conflicts)."""
     objects = {layout.relative_name(prefix, o.key): o for o in store.list_objects(prefix + "/")}
     manifests = load_manifests(store, prefix, objects)
     planned: list[_Planned] = []
     refused: list[str] = []
+    safe: dict[str, Path] = {}
     for name, info in sorted(objects.items()):
         if layout.is_metadata(name) or name.endswith("/") or not _selected(name, include, exclude):
             continue
         try:
-            target = safe_join(dest, name)
+            safe[name] = safe_join(dest, name)
         except UnsafePathError as exc:
             log.error("refusing object %s: %s", info.key, exc.message)
             refused.append(info.key)
+    problems = layout.name_problems(safe, str(dest))
+    for name, why in sorted(problems.items()):
+        log.warning("skipping %s: %s", layout.key(prefix, name), why)
+    for name, target in safe.items():
+        if name in problems:
             continue
+        info = objects[name]
         entry, written = manifests.get(name, (None, None))
         # A manifest describes the object only if the object was not rewritten after it.
         valid = entry if written is not None and info.last_modified <= written else None
         planned.append(_Planned(name, info, target, valid))
-    return planned, refused
+    return planned, refused, sorted(problems)
 
 
 def fetch(
@@ -117,15 +127,17 @@ def fetch(
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CantCreateError(f"cannot create {dest}: {exc.strerror}") from exc
-    planned, refused = plan_fetch(store, prefix, dest, include, exclude)
-    result = FetchResult(prefix, str(dest), refused=refused)
+    planned, refused, conflicts = plan_fetch(store, prefix, dest, include, exclude)
+    result = FetchResult(prefix, str(dest), refused=refused, conflicts=conflicts)
     todo = []
     for item in planned:
         if item.target.is_file() and matches(item.target, item.info, item.expected):
             result.skipped.append(item.name)
-        else:
+        elif _place_for(item, dest, prefix):
             todo.append(item)
-    _download(store, todo, progress)
+        else:
+            result.conflicts.append(item.name)
+    todo = _download(store, todo, progress, result.conflicts)
     result.downloaded = [item.name for item in todo]
     result.bytes = sum(item.info.size for item in todo)
     if refused:
@@ -137,24 +149,51 @@ def fetch(
     return result
 
 
-def _download(store: ObjectStore, todo: Sequence[_Planned], progress: ProgressFactory) -> None:
-    temps = []
-    for item in todo:
-        try:
-            item.target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CantCreateError(f"cannot create {item.target.parent}: {exc.strerror}") from exc
-        temps.append(item.target.parent / f".{item.target.name}.part-{secrets.token_hex(4)}")
+def _place_for(item: _Planned, dest: Path, prefix: str) -> bool:
+    """Make the object's parent directory; False (with a warning) when something local is in
+    the way: a file where a directory must be, or a directory where the file must go."""
+    try:
+        item.target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        log.warning(
+            "skipping %s: a file in %s is in the way of its directory",
+            layout.key(prefix, item.name),
+            dest,
+        )
+        return False
+    except OSError as exc:
+        raise CantCreateError(f"cannot create {item.target.parent}: {exc.strerror}") from exc
+    if item.target.is_dir() and not item.target.is_symlink():
+        log.warning("skipping %s: %s is a directory", layout.key(prefix, item.name), item.target)
+        return False
+    return True
+
+
+def _download(
+    store: ObjectStore, todo: Sequence[_Planned], progress: ProgressFactory, conflicts: list[str]
+) -> list[_Planned]:
+    """Fetch `todo` through temporary files; what was put in place (a directory made in the
+    meantime is reported among `conflicts`)."""
+    # Short temporary names: the object's own name may already be near NAME_MAX.
+    temps = [i.target.parent / f".mint-fetch-{secrets.token_hex(8)}.part" for i in todo]
+    done = []
     try:
         with progress("fetch", sum(i.info.size for i in todo)) as advance:
             _transfer(store, todo, temps, advance)
         for item, temp in zip(todo, temps):
             _verify(item, temp)
-            os.replace(temp, item.target)
+            try:
+                os.replace(temp, item.target)
+            except IsADirectoryError:
+                log.warning("skipping %s: %s is a directory", item.info.key, item.target)
+                conflicts.append(item.name)
+                continue
+            done.append(item)
     finally:
         for temp in temps:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+    return done
 
 
 def _transfer(

@@ -35,6 +35,8 @@ class JobStatus:
     files: int = 0
     bytes: int = 0
     reason: Optional[str] = None
+    # What the epilog would not upload (symlinks, special files; "." = the job's directory).
+    refused: list[str] = field(default_factory=list)
     times: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,6 +117,8 @@ def _add_exit(
     exit_code, sig = result.get("exit_code"), result.get("signal")
     status.exit_code = exit_code if isinstance(exit_code, int) else None
     status.signal = sig if isinstance(sig, int) else None
+    refused = result.get("refused")
+    status.refused = [str(name) for name in refused] if isinstance(refused, list) else []
 
 
 def _first_error_line(text: str) -> str:
@@ -174,6 +178,11 @@ def outcome(status: JobStatus) -> Optional[JobFailed]:
         return JobFailed(f"job {status.prefix} was cancelled ({status.cancelled})")
     if status.state == State.JOB_ERROR.value:
         return JobFailed(f"job {status.prefix} could not be submitted: {status.reason or '?'}")
+    if "." in status.refused:
+        return JobFailed(
+            f"job {status.prefix} (Slurm job {status.job_id}) replaced its job directory with"
+            " a symlink or file: no results were uploaded"
+        )
     if status.exit_code not in (None, 0) or status.signal not in (None, 0):
         return JobFailed(
             f"job {status.prefix} (Slurm job {status.job_id}) failed: exit code"

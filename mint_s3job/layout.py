@@ -8,10 +8,13 @@ seed's scripts copy around harmlessly and never read.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Optional
 
 from mint_common.errors import InputError
@@ -30,6 +33,10 @@ EPILOG_MANIFEST = f"{META_DIR}/manifest-epilog.json"
 SEED_FILES = (JOB_SCRIPT, JOB_STAT, JOB_ID, SBATCH_OUT)
 # Names a submit may not upload as job files: the dispatcher and epilog own them.
 RESERVED_INPUTS = (JOB_STAT, JOB_ID, SBATCH_OUT)
+
+# Linux's limits: one path component, and a whole path as open(2) takes it.
+NAME_MAX = 255
+PATH_MAX = 4096
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
@@ -94,3 +101,32 @@ def relative_name(prefix: str, object_key: str) -> str:
 
 def is_metadata(name: str) -> bool:
     return name == META_DIR or name.startswith(META_DIR + "/")
+
+
+def name_problems(names: Iterable[str], base: str = "") -> dict[str, str]:
+    """Object names that cannot all become files under the directory `base`: name -> why.
+
+    A component over NAME_MAX bytes or a path over PATH_MAX; a name for the same file as
+    another (`a//b`, `a/b`); a name below a file (`a` and `a/b`: `a` cannot be both). Of two
+    colliding names the one listed first keeps the file. Names must have passed safe_join.
+    """
+    problems: dict[str, str] = {}
+    files: dict[tuple[str, ...], str] = {}
+    base_bytes = len(os.fsencode(base)) + 1 if base else 0
+    for name in sorted(names, key=lambda n: PurePosixPath(n).parts):
+        parts = PurePosixPath(name).parts
+        if any(len(os.fsencode(part)) > NAME_MAX for part in parts):
+            problems[name] = f"a part of the name is longer than {NAME_MAX} bytes"
+        elif base_bytes + len(os.fsencode(name)) >= PATH_MAX:
+            problems[name] = f"the path would be longer than {PATH_MAX - 1} bytes"
+        elif parts in files:
+            problems[name] = f"it names the same file as {files[parts]!r}"
+        else:
+            owner = next(
+                (files[parts[:i]] for i in range(1, len(parts)) if parts[:i] in files), None
+            )
+            if owner is not None:
+                problems[name] = f"{owner!r} is a file, so it cannot also be a directory"
+            else:
+                files[parts] = name
+    return problems

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, BinaryIO, Callable, Optional, Protocol, Union
 
 from mint_common.errors import (
     AuthError,
@@ -89,7 +89,9 @@ class ObjectStore(Protocol):
 
     def delete_keys(self, keys: Sequence[str]) -> None: ...
 
-    def upload_files(self, items: Sequence[tuple[Path, str]], progress: Progress) -> None: ...
+    def upload_files(
+        self, items: Sequence[tuple[Union[Path, BinaryIO], str]], progress: Progress
+    ) -> None: ...
 
     def download_files(self, items: Sequence[tuple[str, Path]], progress: Progress) -> None: ...
 
@@ -258,7 +260,10 @@ class S3ObjectStore:
         region: str = headers.get("x-amz-bucket-region") or reply.get("BucketRegion") or ""
         return region
 
-    def upload_files(self, items: Sequence[tuple[Path, str]], progress: Progress) -> None:
+    def upload_files(
+        self, items: Sequence[tuple[Union[Path, BinaryIO], str]], progress: Progress
+    ) -> None:
+        """Upload files named by path, or already opened (read from where they are)."""
         extra = {"ChecksumAlgorithm": self.config.checksum_algorithm}
         # One subscriber for all: s3transfer inspects each new one's signature, which
         # cost more CPU than queueing the 200 uploads of a typical job.
@@ -266,9 +271,13 @@ class S3ObjectStore:
         with self._transfers(f"uploading to s3://{self.bucket}") as manager:
             futures = [
                 manager.upload(
-                    str(path), self.bucket, key, extra_args=extra, subscribers=subscribers
+                    str(source) if isinstance(source, Path) else source,
+                    self.bucket,
+                    key,
+                    extra_args=extra,
+                    subscribers=subscribers,
                 )
-                for path, key in items
+                for source, key in items
             ]
             _wait_all(futures)
 

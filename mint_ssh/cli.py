@@ -14,7 +14,7 @@ import click
 
 from mint_common.cli import MintGroup, common_options, current_options, exit_with
 from mint_common.config import load_config
-from mint_common.errors import JobFailed, UsageError
+from mint_common.errors import InputError, JobFailed, UsageError
 from mint_common.extras import require_extra
 from mint_common.files import atomic_write
 from mint_common.output import emit_json, emit_table
@@ -89,6 +89,12 @@ def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
         )
     if status != 0:
         raise JobFailed(f"the remote command exited with status {status}", job_exit_status=status)
+    refused = outcome.downloaded.refused
+    if refused:
+        raise InputError(
+            f"{len(refused)} result name(s) were refused as unsafe: {', '.join(refused[:5])};"
+            " the other files were fetched and the remote working dir is kept"
+        )
 
 
 @main.command()
@@ -155,8 +161,9 @@ def run(
 
     Without COMMAND the remote program from the config runs (by default
     ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh).
-    Exit 0 when the remote command exited 0, 1 when it did not; 66 missing
-    input, 69 unreachable, 74 transfer failure, 77 host key or login refused.
+    Exit 0 when the remote command exited 0, 1 when it did not; 65 when result
+    names were refused as unsafe; 66 missing input, 69 unreachable, 74 transfer
+    failure, 77 host key or login refused.
 
     \b
       mint-ssh run ssh-node01 --put in.csv --get 'out/*' --dest results -- ./calc.sh in.csv
@@ -270,7 +277,7 @@ def check(host: str, as_json: bool, accept_new_host_key: Optional[bool]) -> None
     "--base",
     "bases",
     multiple=True,
-    help="Work base(s) allowed [default: workdir_base from the config, /tmp].",
+    help="Work base(s) allowed [default: /tmp]; never read from the environment or a config.",
 )
 @click.option(
     "--syslog/--no-syslog",
@@ -281,17 +288,19 @@ def check(host: str, as_json: bool, accept_new_host_key: Optional[bool]) -> None
 def gate(allowed: tuple[str, ...], bases: tuple[str, ...], syslog: bool) -> None:
     """Forced command for authorized_keys: admit only what `mint-ssh run` sends.
 
+    Its policy comes from this command line only (the client can set environment
+    variables), so give --base explicitly.
+
     \b
-      command="mint-ssh gate --allow ~/bin/solve.sh --log-file ~/gate.log",restrict ssh-ed25519 AAAA
+      command="mint-ssh gate --base /tmp --allow ~/bin/solve.sh",restrict ssh-ed25519 AAAA
     """
-    from mint_ssh.gate import attach_syslog, make_policy, quiet_console, run_gate
+    from mint_ssh.gate import DEFAULT_BASE, attach_syslog, make_policy, quiet_console, run_gate
 
     if not allowed:
         raise UsageError("give at least one --allow PROGRAM")
     quiet_console()
     if syslog:
         attach_syslog()
-    cfg = _load()
-    policy = make_policy(bases or (cfg.workdir_base,), allowed)
+    policy = make_policy(bases or (DEFAULT_BASE,), allowed)
     sys.stderr.flush()
     run_gate(os.environ.get("SSH_ORIGINAL_COMMAND"), policy)

@@ -18,11 +18,13 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Protocol
 
-from mint_common.errors import AuthError, UnavailableError
+from mint_common.errors import AuthError, TransferError, UnavailableError
+from mint_ssh import protocol
 from mint_ssh.hosts import HostSpec, parse_jump
 
 if TYPE_CHECKING:
@@ -39,6 +41,12 @@ CHUNK = 1024 * 1024
 GATE_REFUSED = 77
 CLIENT_REKEY_LIMIT = 2**34
 STDERR_TAIL = 4096
+# Bounds on what a remote side may send where we expect little (a hostile host may send
+# endless bytes): the exit status line, any other reply on stdout ("removed", `df`, `pwd`,
+# tar's end padding), and the stderr we keep for messages (the rest is counted, not kept).
+MAX_STATUS_LINE = 1024
+MAX_REPLY = 64 * 1024
+STDERR_KEEP = 64 * 1024
 
 
 class ConnectionLost(UnavailableError):
@@ -66,7 +74,33 @@ def refused_by_gate(result: ExecResult) -> None:
     """Raise AuthError (77) when the remote `mint-ssh gate` refused the request."""
     text = result.error_text()
     if result.status == GATE_REFUSED and "refused by the mint-ssh gate" in text:
-        raise AuthError(text.splitlines()[-1].removeprefix("mint-ssh: error: "))
+        line = text.splitlines()[-1].removeprefix("mint-ssh: error: ")
+        if protocol.GATE_VERSION_MARK not in line:
+            # Gates of protocol 1 did not know versions: every request of ours looks foreign
+            raise AuthError(protocol.mismatch_message(client=protocol.VERSION, gate=1))
+        raise AuthError(line)
+
+
+class _Tail:
+    """The last `size` bytes of a stream, and how many came before them."""
+
+    def __init__(self, size: int = STDERR_KEEP, note: bool = True) -> None:
+        self.size = size
+        self.note = note
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        excess = len(self.data) - self.size
+        if excess > 0:
+            del self.data[:excess]
+            self.dropped += excess
+
+    def value(self) -> bytes:
+        if not (self.dropped and self.note):
+            return bytes(self.data)
+        return b"[%d earlier bytes of remote stderr not kept]\n" % self.dropped + self.data
 
 
 class RemoteHost(Protocol):
@@ -110,14 +144,28 @@ def _key_types_for(known_types: set[str]) -> list[str]:
 
 
 class _ChannelReader:
-    """A read()-able view of a channel's stdout, for tarfile's stream mode."""
+    """A read()-able view of a channel's stdout, for the tar reader.
 
-    def __init__(self, channel: paramiko.Channel) -> None:
+    Stderr is drained into `stderr` as it comes: the channel's window is shared, so unread
+    stderr would stop the stream for good. Silence is handed to `wait` (which probes the link).
+    """
+
+    def __init__(self, channel: paramiko.Channel, wait: Callable[[paramiko.Channel], None]) -> None:
         self.channel = channel
+        self.wait = wait
+        self.stderr = _Tail()
 
     def read(self, size: int = CHUNK) -> bytes:
-        data = self.channel.recv(size if size > 0 else CHUNK)
-        return bytes(data)
+        channel = self.channel
+        while True:
+            if channel.recv_ready():
+                return bytes(channel.recv(size if size > 0 else CHUNK))
+            if channel.recv_stderr_ready():
+                self.stderr.add(channel.recv_stderr(CHUNK))
+            elif channel.eof_received or channel.closed:
+                return b""
+            else:
+                self.wait(channel)
 
 
 # Linux only; elsewhere the socket keeps the system's delayed acknowledgements.
@@ -414,40 +462,62 @@ class SshConnection:
 
         try:
             channel = self.transport.open_session(timeout=self.connect_timeout)
-            channel.exec_command(command)
+            channel.exec_command(protocol.versioned(command))
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
         return channel
 
-    def _finish(self, channel: paramiko.Channel, stdout: bytes) -> ExecResult:
-        stderr = bytearray()
-        while True:
-            chunk = channel.recv_stderr(CHUNK)
-            if not chunk:
-                break
-            stderr += chunk
+    def _wait(self, channel: paramiko.Channel, seconds: Optional[float] = None) -> None:
+        """Wait for something to read on `channel`; a link silent for the keepalive interval
+        must answer a probe."""
+        interval = self.spec.server_alive_interval or 30
+        if not select.select([channel], [], [], min(interval, seconds or interval))[0]:
+            self._probe(self._probe_timeout())
+
+    def _probe_timeout(self) -> float:
+        return (self.spec.server_alive_interval or 30) * max(1, self.spec.server_alive_count_max)
+
+    def _finish(
+        self,
+        channel: paramiko.Channel,
+        stdout: bytes = b"",
+        stderr: Optional[_Tail] = None,
+        timeout: Optional[float] = None,
+    ) -> ExecResult:
+        """Read the rest of stdout (at most MAX_REPLY bytes) and stderr (its tail kept) to
+        their end, both as they come; then the exit status."""
+        out, err = bytearray(stdout), stderr or _Tail()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not (channel.eof_received or channel.closed) or channel.recv_ready():
+            if channel.recv_stderr_ready():
+                err.add(channel.recv_stderr(CHUNK))
+            elif channel.recv_ready():
+                out += channel.recv(CHUNK)
+                if len(out) > MAX_REPLY:
+                    channel.close()
+                    raise TransferError(
+                        f"{self.spec.alias} sent more than {MAX_REPLY} bytes where a short"
+                        " reply was expected; refusing the rest"
+                    )
+            elif deadline is not None and time.monotonic() > deadline:
+                channel.close()
+                raise ConnectionLost(f"no reply from {self.spec.alias} within {timeout:g} s")
+            else:
+                self._wait(channel, None if deadline is None else deadline - time.monotonic())
+        while channel.recv_stderr_ready():
+            err.add(channel.recv_stderr(CHUNK))
+        while not channel.status_event.wait(self.spec.server_alive_interval or 30):
+            self._probe(self._probe_timeout())
         status = channel.recv_exit_status()
         channel.close()
         if status == -1:
             raise ConnectionLost(f"connection to {self.spec.alias} lost before the command ended")
-        return ExecResult(status, stdout, bytes(stderr))
-
-    def _read_all(self, channel: paramiko.Channel) -> bytes:
-        out = bytearray()
-        try:
-            while True:
-                chunk = channel.recv(CHUNK)
-                if not chunk:
-                    return bytes(out)
-                out += chunk
-        except (OSError, EOFError) as exc:
-            raise ConnectionLost(f"connection to {self.spec.alias} lost: {exc}") from exc
+        return ExecResult(status, bytes(out), err.value())
 
     def execute(self, command: str, *, timeout: float = 120.0) -> ExecResult:
         channel = self._open(command)
-        channel.settimeout(timeout)
         channel.shutdown_write()
-        return self._finish(channel, self._read_all(channel))
+        return self._finish(channel, timeout=timeout)
 
     def upload(
         self, command: str, blocks: Iterable[bytes], advance: Callable[[int], None]
@@ -465,7 +535,7 @@ class SshConnection:
             raise ConnectionLost(
                 f"connection to {self.spec.alias} lost during upload: {exc}"
             ) from exc
-        return self._finish(channel, self._read_all(channel))
+        return self._finish(channel)
 
     def fetch(
         self, command: str, unpack: Callable[[BinaryIO], bool], opened: object = None
@@ -495,8 +565,9 @@ class SshConnection:
     def _fetch_on(
         self, channel: paramiko.Channel, unpack: Callable[[BinaryIO], bool]
     ) -> ExecResult:
+        reader = _ChannelReader(channel, self._wait)
         try:
-            remove = unpack(_ChannelReader(channel))  # type: ignore[arg-type]
+            remove = unpack(reader)  # type: ignore[arg-type]
         except Exception as exc:
             channel.close()
             if not self.transport.is_active():
@@ -505,7 +576,7 @@ class SshConnection:
         with contextlib.suppress(OSError, EOFError):
             channel.sendall(b"remove\n" if remove else b"keep\n")
             channel.shutdown_write()
-        return self._finish(channel, self._read_all(channel))
+        return self._finish(channel, stderr=reader.stderr)
 
     def watch(
         self,
@@ -530,24 +601,28 @@ class SshConnection:
                     f"connection to {self.spec.alias} lost during upload: {exc}"
                 ) from exc
         on_sent()
-        interval = self.spec.server_alive_interval or 30
         stdout = bytearray()
-        last = b""
+        last = _Tail(STDERR_TAIL, note=False)  # already shown as it came
         while True:
             if channel.recv_stderr_ready():
                 chunk = channel.recv_stderr(CHUNK)
-                last = (last + chunk)[-STDERR_TAIL:]
+                last.add(chunk)
                 on_output(bytes(chunk))
             elif channel.recv_ready():
                 stdout += channel.recv(CHUNK)
                 if b"\n" in stdout:
-                    return ExecResult(0, bytes(stdout), last, pending=channel)
+                    return ExecResult(0, bytes(stdout), last.value(), pending=channel)
+                if len(stdout) > MAX_STATUS_LINE:
+                    channel.close()
+                    raise TransferError(
+                        f"{self.spec.alias} sent more than {MAX_STATUS_LINE} bytes without a"
+                        " line end where the exit status line was expected; refusing it"
+                    )
             elif channel.eof_received or channel.closed:
                 break
-            elif not select.select([channel], [], [], interval)[0]:
-                self._probe(interval * max(1, self.spec.server_alive_count_max))
-        result = self._finish(channel, bytes(stdout) + self._read_all(channel))
-        return dataclasses.replace(result, stderr=last + result.stderr)
+            else:
+                self._wait(channel)
+        return self._finish(channel, bytes(stdout), stderr=last)
 
     def _probe(self, timeout: float) -> None:
         """Open and close a channel: the server must answer within `timeout` seconds."""

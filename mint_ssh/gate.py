@@ -1,12 +1,18 @@
 """`mint-ssh gate`: the authorized_keys forced command that admits only `mint-ssh run`'s requests.
 
-    command="mint-ssh gate --allow ~/bin/solve.sh",restrict ssh-ed25519 AAAA... mint
+    command="mint-ssh gate --base /tmp --allow ~/bin/solve.sh",restrict ssh-ed25519 AAAA... mint
 
 OpenSSH runs the gate for every exec and subsystem request of that key and
 puts the client's request in SSH_ORIGINAL_COMMAND. The gate parses it against
 the fixed command set of `mint_ssh.protocol`; a match is run by /bin/sh
 exactly as sent (it is identical to the canonical form), anything else is
 refused (exit 77) and logged to stderr, to --log-file and to syslog.
+
+The policy comes from the forced-command line only: the client may set environment
+variables (AcceptEnv, PermitUserEnvironment) and the gate must not read them. A run dir, its
+control dir or an input's `.part` file that is a symlink (or a run dir of another user) is
+refused here; the commands themselves also refuse to follow one (`test ! -h`, dd's
+`oflag=nofollow`), which covers a link planted after this check.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable, Optional
@@ -22,6 +29,7 @@ from mint_common.errors import AuthError
 from mint_ssh import protocol
 
 log = logging.getLogger("mint_ssh.gate")
+DEFAULT_BASE = "/tmp"  # noqa: S108 - the remote work base of mint-ssh run's default config
 SYSLOG_SOCKET = "/dev/log"
 
 
@@ -66,11 +74,43 @@ def decide(original: Optional[str], policy: protocol.GatePolicy) -> protocol.Ope
         )
     try:
         op = protocol.parse(original, policy)
+        check_paths(op)
     except protocol.RefusedCommand as exc:
         log.warning("refused from %s: %s: %r", client, exc, original[:500])
-        raise AuthError(f"refused by the mint-ssh gate: {exc}") from exc
+        raise AuthError(
+            f"refused by the {protocol.GATE_VERSION_MARK} {protocol.VERSION}): {exc}"
+        ) from exc
     log.info("allowed %s from %s: %s", op.kind, client, original[:500])
     return op
+
+
+def check_paths(op: protocol.Operation) -> None:
+    """Refuse an operation whose run dir, control dir or `.part` files are symlinks."""
+    if not op.workdir or op.kind == "free_space":
+        return
+    run_dir = _lstat(op.workdir)
+    if run_dir is None:
+        return
+    if stat.S_ISLNK(run_dir.st_mode) or not stat.S_ISDIR(run_dir.st_mode):
+        raise protocol.RefusedCommand(f"{op.workdir} is a symlink or not a directory")
+    if run_dir.st_uid != os.geteuid():
+        raise protocol.RefusedCommand(f"{op.workdir} belongs to another user")
+    control = _lstat(f"{op.workdir}/{protocol.CONTROL_DIR}")
+    if control is not None and not stat.S_ISDIR(control.st_mode):
+        raise protocol.RefusedCommand(f"{op.workdir}/{protocol.CONTROL_DIR} is not a directory")
+    for item in op.files:
+        part = _lstat(f"{op.workdir}/{item.name}{protocol.PART_SUFFIX}")
+        if part is not None and stat.S_ISLNK(part.st_mode):
+            raise protocol.RefusedCommand(f"{item.name}{protocol.PART_SUFFIX} is a symlink")
+
+
+def _lstat(path: str) -> Optional[os.stat_result]:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise protocol.RefusedCommand(f"cannot check {path}: {exc.strerror}") from exc
 
 
 def run_gate(

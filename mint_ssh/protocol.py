@@ -13,6 +13,10 @@ inputs on stdin, streams the command's output on stderr, prints the exit
 status on stdout, then waits for `fetch` on stdin and sends the results back
 as a tar stream (see `start`).
 
+Every request starts with `: mint-ssh protocol N;` (a no-op for the shell), so a gate can
+tell a client of another protocol from a hostile one and say which side to upgrade. Version 2
+(mint-tools 0.9) refuses to follow a symlink at the run dir or at a `.part` file.
+
 Layout of a run's working directory `<base>/<32 hex digits>`:
   inputs and results          (downloaded at the end)
   .mint-ssh/output            stdout+stderr of the command (streamed to the caller)
@@ -47,7 +51,26 @@ REMOVED = "removed"  # the last line of a fetch's stdout when the working dir wa
 _THEN_FETCH = f" if cat -- {STATUS_FILE} 2> /dev/null; then {FETCH_GO} && "
 _FI = "; fi"
 
+VERSION = 2
+_VERSION_PREFIX = re.compile(r": mint-ssh protocol ([0-9]{1,6}); ")
+GATE_VERSION_MARK = "mint-ssh gate (protocol"
+
 _q = shlex.quote
+
+
+def versioned(command: str) -> str:
+    """`command` as sent: led by this client's protocol version."""
+    return f": mint-ssh protocol {VERSION}; {command}"
+
+
+def mismatch_message(*, client: int, gate: int) -> str:
+    """One line naming both versions and the order of upgrades."""
+    older = "the gate (mint-tools on the remote host)" if gate < client else "this client"
+    return (
+        f"mint-ssh protocol mismatch: client speaks protocol {client}, gate protocol {gate};"
+        f" upgrade {older} to protocol {max(client, gate)}"
+        " (upgrade order: the remote gate first, then its clients)"
+    )
 
 
 class RefusedCommand(ValueError):
@@ -76,6 +99,13 @@ class Operation:
     patterns: tuple[str, ...] = ()
 
 
+def parse_exit_status(text: str) -> Optional[int]:
+    """The status a shell prints with `echo $?` (ASCII 0-255), or None for anything else."""
+    if not re.fullmatch(r"[0-9]{1,3}", text) or int(text) > 255:
+        return None
+    return int(text)
+
+
 def workdir_path(base: str, run_id: str) -> str:
     return str(PurePosixPath(base) / run_id)
 
@@ -91,7 +121,15 @@ def _program(program: str) -> str:
 
 
 def _mkdirs(workdir: str) -> str:
-    return f"mkdir -p -m 700 -- {_q(workdir)} {_q(workdir + '/' + CONTROL_DIR)}"
+    """Make the run dir unless it exists; refuse one that is a symlink or not ours."""
+    w = _q(workdir)
+    return (
+        f"mkdir -p -m 700 -- {w} && test ! -h {w} && test -O {w}"
+        f" && mkdir -p -m 700 -- {_q(workdir + '/' + CONTROL_DIR)}"
+    )
+
+
+_MKDIRS_TOKENS = len(shlex.split(_mkdirs("/w")))
 
 
 def make_workdir(workdir: str) -> str:
@@ -101,12 +139,14 @@ def make_workdir(workdir: str) -> str:
 
 def _receive_one(workdir: str, item: UploadItem) -> str:
     """Copy the file's `size` bytes from stdin into `<name>.part` and check them."""
-    part = _q(f"{workdir}/{item.name}{PART_SUFFIX}")
+    path = f"{workdir}/{item.name}{PART_SUFFIX}"
+    part = _q(path)
     # $(...) stays outside double quotes so that the gate's shlex reads it as the shell does.
     checks = f"test $(wc -c < {part}) -eq {int(item.size)}"
     if item.sha256:
         checks += f" && sha256sum < {part} | grep -q -x -- {_q(item.sha256 + '  -')}"
-    return f"{RECEIVE} count={int(item.size)} > {part} && {checks}"
+    # dd opens the part file itself with O_NOFOLLOW: a symlink planted there is refused.
+    return f"{RECEIVE} count={int(item.size)} oflag=nofollow {_q('of=' + path)} && {checks}"
 
 
 def _rename_one(workdir: str, item: UploadItem) -> str:
@@ -166,8 +206,10 @@ def start(
             f" || exit {UPLOAD_FAILED}; if mkdir {STARTED_MARK} 2> /dev/null; then {rename}"
             f" || exit {UPLOAD_FAILED}; {launch} fi; fi;"
         )
+    refuse = _q(f"mint-ssh: cannot use {workdir}: not a directory of this user, or a symlink")
     return (
-        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE} && {begin}"
+        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE}"
+        f" || {{ echo {refuse} >&2; exit 1; }}; {begin}"
         f" tail -c +{int(offset) + 1} -s {TAIL_SLEEP}"
         f' --pid="$(cat -- {PID_FILE})" -f -- {OUTPUT_FILE} >&2;'
         f"{_THEN_FETCH}{fetch(workdir, patterns)}{_FI}"
@@ -185,11 +227,12 @@ def fetch(workdir: str, patterns: Sequence[str] = ()) -> str:
     verdict = (
         f'read -r reply && test "$reply" = remove && rm -rf -- {_q(workdir)} && echo {REMOVED}'
     )
+    enter = f"cd -- {_q(workdir)} && test ! -h {_q(workdir)}"
     if not patterns:
-        return f"tar -c -f - -C {_q(workdir)} --exclude=./{CONTROL_DIR} -- . && {verdict}"
+        return f"{enter} && tar -c -f - --exclude=./{CONTROL_DIR} -- . && {verdict}"
     tests = " -o ".join(f"-path {_q('./' + p)} -o -path {_q('./' + p + '/*')}" for p in patterns)
     return (
-        f"cd -- {_q(workdir)} && find . -mindepth 1 ! -path ./{CONTROL_DIR}"
+        f"{enter} && find . -mindepth 1 ! -path ./{CONTROL_DIR}"
         f" ! -path './{CONTROL_DIR}/*' '(' {tests} ')' -print0"
         f" | tar -c -f - --null --no-recursion -T - && {verdict}"
     )
@@ -325,12 +368,13 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
     if t[1] == "-m":
         return Operation("make_workdir", workdir=_check_workdir(t[4], policy))
     workdir = _check_workdir(t[5], policy)
-    if t[8] == "cd":
+    if t[_MKDIRS_TOKENS + 1] == "cd":
         offset = int(t[t.index("tail") + 2].lstrip("+")) - 1
         argv = _parse_job(t[t.index("nohup") + 3], policy)
         files: tuple[UploadItem, ...] = ()
         if "dd" in t:  # the inputs it receives, after the branch that discards them
-            files = _parse_items(t[t.index("else") + 1 : t.index("||")], workdir, policy)
+            chosen = t.index("else") + 1
+            files = _parse_items(t[chosen : t.index("||", chosen)], workdir, policy)
         return Operation("start", workdir=workdir, argv=argv, offset=offset, files=files)
     files = _parse_items(t, workdir, policy)
     if not files:
@@ -339,11 +383,11 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
 
 
 def _parse_items(t: list[str], workdir: str, policy: GatePolicy) -> tuple[UploadItem, ...]:
-    """The files of the `RECEIVE count=SIZE > PART && checks` segments in `t`."""
+    """The files of the `RECEIVE count=SIZE oflag=nofollow of=PART && checks` segments."""
     receives = [i for i, word in enumerate(t) if word == "dd"]
     files = []
     for start, end in zip(receives, [*receives[1:], len(t)]):
-        part_workdir, name = _split_path(t[start + 6], policy, PART_SUFFIX)
+        part_workdir, name = _split_path(t[start + 6].removeprefix("of="), policy, PART_SUFFIX)
         if part_workdir != workdir:
             raise RefusedCommand("the upload names two different working dirs")
         segment = t[start:end]
@@ -363,8 +407,10 @@ def _parse_kill(t: list[str], policy: GatePolicy) -> Operation:
     )
 
 
-def _parse_fetch_some(t: list[str], policy: GatePolicy) -> Operation:
+def _parse_fetch(t: list[str], policy: GatePolicy) -> Operation:
     workdir = _check_workdir(t[2], policy)
+    if "find" not in t:
+        return Operation("fetch", workdir=workdir)
     tests = t[t.index("(") + 1 : t.index(")")]
     patterns = tuple(tests[i][2:] for i in range(1, len(tests), 6))
     for pattern in patterns:
@@ -378,8 +424,7 @@ def _parse_by_shape(tokens: list[str], policy: GatePolicy) -> Optional[Operation
     parsers: dict[str, Callable[[list[str], GatePolicy], Operation]] = {
         "mkdir": _parse_mkdir,
         "kill": _parse_kill,
-        "tar": lambda t, p: Operation("fetch", workdir=_check_workdir(t[5], p)),
-        "cd": _parse_fetch_some,
+        "cd": _parse_fetch,
         "rm": lambda t, p: Operation("remove", workdir=_check_workdir(t[3], p)),
         "df": lambda t, p: Operation("free_space", workdir=_check_base(t[3], p)),
         "test": lambda t, p: Operation("is_executable", name=_check_program(t[2], p)),
@@ -419,12 +464,26 @@ def _parse_start_then_fetch(command: str, policy: GatePolicy) -> Optional[Operat
     return dataclasses.replace(started, patterns=fetched.patterns)
 
 
+def _unversioned(command: str) -> str:
+    """The command after its protocol version, which must be ours."""
+    match = _VERSION_PREFIX.match(command)
+    # Clients of protocol 1 sent their commands bare.
+    client = int(match.group(1)) if match else 1
+    if client != VERSION:
+        raise RefusedCommand(mismatch_message(client=client, gate=VERSION))
+    assert match is not None
+    return command[match.end() :]
+
+
 def parse(command: str, policy: GatePolicy) -> Operation:
     """The operation `command` performs, or RefusedCommand saying why it is not allowed."""
     if not command.strip():
         raise RefusedCommand("an interactive session was requested (no command)")
     if "\n" in command or "\0" in command:
         raise RefusedCommand("the command contains a newline or NUL")
+    command = _unversioned(command)
+    if not command.strip():
+        raise RefusedCommand("an interactive session was requested (no command)")
     try:
         if _THEN_FETCH in command:
             op = _parse_start_then_fetch(command, policy)

@@ -216,7 +216,8 @@ class RemoteRun:
         self, record: RunRecord, text: str, timed_out: bool, timeout: Optional[float]
     ) -> int:
         where = f"{self.spec.alias}:{record.workdir}"
-        if timed_out or not text.lstrip("-").isdigit():
+        status = protocol.parse_exit_status(text)
+        if timed_out or status is None:
             record.state = "failed"
             record.message = f"remote dir kept: {record.workdir}"
             self.store.save(record)
@@ -225,12 +226,12 @@ class RemoteRun:
                 f"the remote command ran longer than {timeout:g} s and was stopped;"
                 f" its files are kept in {where}"
             )
-        if not text.lstrip("-").isdigit():
+        if status is None:
             raise JobFailed(
                 "the remote command ended without writing an exit status (killed, or the host"
-                f" restarted); its files are kept in {where}"
+                f" restarted; or not one of 0-255: {text[:40]!r}); its files are kept in {where}"
             )
-        return int(text)
+        return status
 
     def _inputs_in_place(self, record: RunRecord, items: Sequence[protocol.UploadItem]) -> None:
         log_uploaded(items)
@@ -266,9 +267,9 @@ class RemoteRun:
         outcome: dict[str, DownloadReport] = {}
 
         def unpack(stream: BinaryIO) -> bool:
-            report = extract_stream(stream, dest)
+            report = extract_stream(stream, dest, record.run_id)
             outcome["report"] = report
-            return not (record.keep or failed or report.refused)
+            return not (record.keep or failed or report.refused or report.conflicts)
 
         def fetch_from(host: RemoteHost) -> ExecResult:
             waiting, self._waiting_fetch = self._waiting_fetch, None
@@ -305,6 +306,8 @@ def _kept_reason(record: RunRecord, report: DownloadReport, remote_error: str) -
         return "the command failed"
     if report.refused:
         return "some names were refused"
+    if report.conflicts:
+        return "some files could not be placed"
     return f"remote tar: {remote_error}"
 
 

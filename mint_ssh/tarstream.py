@@ -4,6 +4,10 @@ tarfile's stream mode copies every block several times on its way out, which
 halved download throughput; here headers are parsed with `tarfile.TarInfo.frombuf`
 (ustar/GNU, GNU long names, pax records) and file data goes straight from the
 channel's buffers to the caller.
+
+Memory is bounded whatever the remote side sends: a long-name or pax header may hold at
+most `max_header` bytes (64 KiB by default; Linux paths end at 4096), member data is
+streamed through in pieces of at most `READ_SIZE`, so files of any size keep flowing.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from mint_common.errors import TransferError
 BLOCK = 512
 READ_SIZE = 1024 * 1024
 ZERO_BLOCK = bytes(BLOCK)
+MAX_HEADER_DATA = 64 * 1024
 _LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 _PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 
@@ -28,8 +33,9 @@ def _padded(size: int) -> int:
 class TarStream:
     """Iterate `members()`; for each, call `copy_data(write)` or leave it (it is skipped)."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, max_header: int = MAX_HEADER_DATA) -> None:
         self.stream = stream
+        self.max_header = max_header
         self._buf = b""
         self._pos = 0
         self._unread = 0  # data bytes (with padding) of the current member not yet consumed
@@ -80,6 +86,11 @@ class TarStream:
             except tarfile.HeaderError as exc:
                 raise TransferError(f"the result stream has a bad tar header: {exc}") from exc
             if info.type in _LONG_TYPES or info.type in _PAX_TYPES:
+                if info.size > self.max_header:
+                    raise TransferError(
+                        f"the result stream announces a {info.size}-byte name or pax header"
+                        f" (more than {self.max_header} bytes); refusing it"
+                    )
                 data = self._read_exact(_padded(info.size))[: info.size]
                 if info.type in _LONG_TYPES:
                     long_names[info.type] = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
@@ -106,10 +117,10 @@ def _apply_extensions(
     if "linkpath" in pax:
         info.linkname = pax["linkpath"]
     if "size" in pax:
-        try:
-            info.size = int(pax["size"])
-        except ValueError:
-            raise TransferError(f"bad pax size {pax['size']!r} in the result stream") from None
+        size = pax["size"]
+        if not (size.isascii() and size.isdigit() and len(size) <= 20):
+            raise TransferError(f"bad pax size {size[:40]!r} in the result stream")
+        info.size = int(size)
 
 
 def _pax_records(data: bytes) -> dict[str, str]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
+import os
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from mint_common.errors import TransferError, UnsafePathError
-from mint_common.files import atomic_writer, safe_join
+from mint_common.files import fsync_dir, safe_join
 from mint_common.progress import transfer_progress
 from mint_ssh import protocol
 from mint_ssh.connection import CHUNK, ExecResult, RemoteHost, refused_by_gate
@@ -27,8 +29,10 @@ UPLOAD_COMMAND_LIMIT = 64 * 1024
 class DownloadReport:
     files: int = 0
     bytes: int = 0
-    skipped: list[str] = dataclasses.field(default_factory=list)
-    refused: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # not regular files: policy
+    refused: list[str] = dataclasses.field(default_factory=list)  # unsafe names
+    # names that cannot be placed (`a` is a file, then `a/b` comes; a name too long here)
+    conflicts: list[str] = dataclasses.field(default_factory=list)
 
 
 def file_sha256(path: Path) -> str:
@@ -132,8 +136,15 @@ def _member_name(member: tarfile.TarInfo) -> str:
     return name.rstrip("/")
 
 
-def extract_stream(stream: BinaryIO, dest: Path) -> DownloadReport:
-    """Unpack a tar stream into `dest`: regular files atomically, directories; nothing else."""
+def partial_name(target: Path, tag: str) -> Path:
+    """Where a result is written before it is renamed into place: the same name for the
+    same run, so a download killed half-way is finished (not left behind) by `resume`."""
+    return target.with_name(f".{target.name}.{tag}.tmp")
+
+
+def extract_stream(stream: BinaryIO, dest: Path, tag: str = "mint-ssh") -> DownloadReport:
+    """Unpack a tar stream into `dest`: regular files atomically, directories; nothing else.
+    `tag` (the run id) names the partial files."""
     report = DownloadReport()
     archive = TarStream(stream)
     with transfer_progress("download", None) as advance:
@@ -149,12 +160,20 @@ def extract_stream(stream: BinaryIO, dest: Path) -> DownloadReport:
                 log.error("refused %r from the remote side: %s", member.name, exc)
                 report.refused.append(name)
                 continue
-            if member.isdir():
-                target.mkdir(mode=0o700, parents=True, exist_ok=True)
-            elif member.isfile():
-                _write_member(archive, member, target, advance)
-                report.files += 1
-                report.bytes += member.size
+            except OSError as exc:  # a name this file system cannot hold
+                log.warning("skipped %s: cannot place it in %s: %s", name, dest, exc.strerror)
+                report.conflicts.append(name)
+                continue
+            if member.isdir() or member.isfile():
+                try:
+                    _place(archive, member, target, tag, advance)
+                except (OSError, UnsafePathError) as exc:
+                    log.warning("skipped %s: cannot place it in %s: %s", name, dest, exc)
+                    report.conflicts.append(name)
+                    continue
+                if member.isfile():
+                    report.files += 1
+                    report.bytes += member.size
             else:
                 detail = f" -> {member.linkname}" if member.linkname else ""
                 log.warning(
@@ -172,17 +191,40 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "special file"
 
 
-def _write_member(
-    archive: TarStream, member: tarfile.TarInfo, target: Path, advance: Callable[[int], None]
+def _place(
+    archive: TarStream,
+    member: tarfile.TarInfo,
+    target: Path,
+    tag: str,
+    advance: Callable[[int], None],
 ) -> None:
+    """Make the directory, or write the file; an OSError before any data is written means the
+    name cannot be placed (the caller skips it); one while writing is a TransferError."""
+    if member.isdir():
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if target.exists() and not target.is_file():
         raise UnsafePathError(f"refusing to replace {target}: it is not a regular file")
-    mode = (member.mode & 0o755) | 0o600
-    with atomic_writer(target, mode=mode) as out:
+    partial = partial_name(target, tag)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with open(fd, "wb", closefd=True) as out:
+            os.fchmod(fd, (member.mode & 0o755) | 0o600)
 
-        def write(piece: memoryview) -> None:
-            out.write(piece)
-            advance(len(piece))
+            def write(piece: memoryview) -> None:
+                out.write(piece)
+                advance(len(piece))
 
-        archive.copy_data(write)
+            try:
+                archive.copy_data(write)
+                out.flush()
+                os.fsync(fd)
+            except OSError as exc:
+                raise TransferError(f"cannot write {target}: {exc.strerror}") from exc
+        os.replace(partial, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise

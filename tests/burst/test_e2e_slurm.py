@@ -168,6 +168,22 @@ def job_state(cluster: SlurmCluster, job: str) -> str:
     return cluster.job_field(job, "JobState")
 
 
+def one_busy_one_idle(burst: Burst, cluster: SlurmCluster) -> tuple[str, str, str]:
+    """Two jobs bring up c1 and c2; one finishes, the other runs on: (its job id, the busy
+    node, the idle node)."""
+    long_job = cluster.sbatch("-N1", script="sleep 300")
+    short_job = cluster.sbatch("-N1", script="sleep 1")
+    burst.step_until(
+        lambda: (
+            job_state(cluster, short_job) == "COMPLETED"
+            and job_state(cluster, long_job) == "RUNNING"
+        ),
+        "one job to finish while the other runs",
+    )
+    busy = cluster.job_field(long_job, "NodeList")
+    return long_job, busy, ({"c1", "c2"} - {busy}).pop()
+
+
 @pytest.fixture
 def cluster(slurm_cluster: Callable[..., SlurmCluster]) -> SlurmCluster:
     """c1..c4 in partition cloud, every slurmd stopped: no node exists until mint-burst asks."""
@@ -217,17 +233,7 @@ def test_drain_all_waits_for_running_jobs_and_force_requeues_them(
 ) -> None:
     # No idle removal here: the idle node is drain-all's to take down.
     burst = Burst(tmp_path, cluster, idle_timeout=600)
-    long_job = cluster.sbatch("-N1", script="sleep 300")
-    short_job = cluster.sbatch("-N1", script="sleep 1")
-    burst.step_until(
-        lambda: (
-            job_state(cluster, short_job) == "COMPLETED"
-            and job_state(cluster, long_job) == "RUNNING"
-        ),
-        "one job to finish while the other runs",
-    )
-    busy = cluster.job_field(long_job, "NodeList")
-    idle = ({"c1", "c2"} - {busy}).pop()
+    long_job, busy, idle = one_busy_one_idle(burst, cluster)
     assert sorted(burst.instances()) == ["c1", "c2"]
 
     drain = subprocess.Popen(

@@ -373,3 +373,172 @@ def test_a_job_no_node_can_serve_is_reported_every_step_but_logged_once(
     logged = [r for r in caplog.records if "will never be served" in r.getMessage()]
     assert len(logged) == 1
     assert json.loads(config.state_file.read_text())["unservable"] == first.unservable
+
+
+def test_reap_orphans_never_terminates_a_node_with_a_job(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    # The state file was moved aside (the tool's own hint for a corrupt one): every VM is
+    # an orphan now, and c1 runs a job.
+    busy = _foreign_instance(ec2_world, "c1", "10.0.1.11")
+    idle = _foreign_instance(ec2_world, "c2", "10.0.1.12")
+    queue = QueueDouble(running={"c1": "42"}, states={"c2": NodeState("c2", "idle")})
+    report = make_engine(config, ec2_world, queue, Clock(), reap_orphans=True).step()
+    assert [i["InstanceId"] for i in ec2_world.instances()] == [busy]
+    assert ec2_world.instances(("terminated", "shutting-down"))[0]["InstanceId"] == idle
+    assert queue.calls == ["leave c2"]
+    assert report.done == [f"reaped orphan {idle}"]
+    assert [o.instance_id for o in report.orphans] == [busy]
+    assert any(busy in note and "job" in note for note in report.notes)
+
+
+def test_reap_orphans_keeps_a_node_a_job_lands_on_while_it_is_drained(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    orphan = _foreign_instance(ec2_world, "c2", "10.0.1.12")
+    queue = QueueDouble(job_appears_on_leave={"c2"})
+    report = make_engine(config, ec2_world, queue, Clock(), reap_orphans=True).step()
+    assert [i["InstanceId"] for i in ec2_world.instances()] == [orphan]
+    assert report.done == []
+
+
+class SchedulerWithoutAnswers(QueueDouble):
+    """The scheduler reads the queue but cannot say anything about one node."""
+
+    def leave_cluster(self, node: str, *, force: bool = False) -> bool:
+        raise UnavailableError(f"scontrol update NodeName={node}: Invalid node name specified")
+
+    def node_jobs(self, node: str) -> list[str]:
+        raise UnavailableError(f"squeue: error: Invalid node name {node}")
+
+
+@pytest.mark.parametrize(
+    "queue",
+    [QueueDouble(failing=True), SchedulerWithoutAnswers()],
+    ids=["scheduler-unreadable", "node-unknown-to-scheduler"],
+)
+def test_reap_orphans_keeps_what_the_scheduler_cannot_vouch_for(
+    config: BurstConfig, ec2_world: Ec2World, queue: QueueDouble
+) -> None:
+    orphan = _foreign_instance(ec2_world, "c3", "10.0.1.13")
+    make_engine(config, ec2_world, queue, Clock(), reap_orphans=True).step()
+    assert [i["InstanceId"] for i in ec2_world.instances()] == [orphan]
+
+
+class AnswerLost:
+    """EC2 creates the instance, but its answer never arrives (a read timeout)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def run_instances(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        self.client.run_instances(**kwargs)
+        raise ReadTimeoutError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_launch_whose_answer_was_lost_stays_on_the_books_and_is_adopted(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    queue, clock = QueueDouble(pending=1), Clock()
+    lossy = Ec2Provider(config, client=AnswerLost(ec2_world.client), clock=clock)
+    report = make_engine(config, ec2_world, queue, clock, provider=lossy).step()
+    assert report.errors and "kept until the next listing" in report.errors[0]
+    record = state_of(config)["c1"]
+    assert (record["phase"], record["instance_id"]) == (REQUESTED, None)
+    assert "Read timeout" in record["launch_error"]
+    clock.now += 60
+    report = make_engine(config, ec2_world, queue, clock).step()
+    [instance] = ec2_world.instances()
+    assert state_of(config)["c1"]["instance_id"] == instance["InstanceId"]
+    assert state_of(config)["c1"]["launch_error"] == ""
+    assert report.actions == [] and report.orphans == []
+
+
+def test_a_failed_launch_that_created_nothing_is_released_at_the_next_listing(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    class Refused:
+        def run_instances(self, **kwargs: Any) -> Any:
+            from botocore.exceptions import EndpointConnectionError
+
+            raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ec2_world.client, name)
+
+    queue, clock = QueueDouble(pending=1), Clock()
+    broken = Ec2Provider(config, client=Refused(), clock=clock)
+    make_engine(config, ec2_world, queue, clock, provider=broken).step()
+    assert state_of(config)["c1"]["launch_error"]
+    clock.now += 60
+    report = make_engine(config, ec2_world, queue, clock).step()
+    [instance] = ec2_world.instances()
+    assert [a.kind for a in report.actions] == ["launch"]
+    assert state_of(config)["c1"]["instance_id"] == instance["InstanceId"]
+    assert state_of(config)["c1"]["launch_error"] == ""
+
+
+@pytest.mark.parametrize(
+    "code", ["InsufficientInstanceCapacity", "InvalidParameterValue", "UnauthorizedOperation"]
+)
+def test_a_refused_launch_frees_the_name_at_once(
+    config: BurstConfig, ec2_world: Ec2World, code: str
+) -> None:
+    class Refusing:
+        def run_instances(self, **kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "RunInstances")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ec2_world.client, name)
+
+    clock = Clock()
+    provider = Ec2Provider(config, client=Refusing(), clock=clock)
+    report = make_engine(config, ec2_world, QueueDouble(pending=1), clock, provider=provider).step()
+    assert report.errors and code in report.errors[0]
+    assert state_of(config) == {}
+
+
+def test_an_unexpected_exception_in_a_launch_keeps_the_record(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    class Garbled:
+        def run_instances(self, **kwargs: Any) -> Any:
+            ec2_world.client.run_instances(**kwargs)
+            return {"Instances": []}
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(ec2_world.client, name)
+
+    queue, clock = QueueDouble(pending=1), Clock()
+    provider = Ec2Provider(config, client=Garbled(), clock=clock)
+    make_engine(config, ec2_world, queue, clock, provider=provider).step()
+    assert state_of(config)["c1"]["launch_error"].startswith("IndexError")
+    clock.now += 60
+    make_engine(config, ec2_world, queue, clock).step()
+    assert len(ec2_world.instances()) == 1
+
+
+def test_one_node_throwing_the_unexpected_does_not_starve_the_others(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    class Broken(QueueDouble):
+        def join_cluster(self, node: str) -> None:
+            if node == "c1":
+                raise LookupError("a reply nobody foresaw")
+            super().join_cluster(node)
+
+    queue, clock = Broken(pending=2), Clock()
+    make_engine(config, ec2_world, queue, clock).step()
+    queue.states = {n: NodeState(n, "down", slurmd_started=clock.now + 5) for n in ("c1", "c2")}
+    clock.now += 30
+    report = make_engine(config, ec2_world, queue, clock).step()
+    assert queue.calls == ["join c2"]
+    assert report.errors == ["join c1: unexpected LookupError: a reply nobody foresaw"]
+    assert json.loads(config.state_file.read_text())["last_error"] == report.errors[0]

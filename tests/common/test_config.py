@@ -418,3 +418,43 @@ def test_merging_takes_the_highest_layer_that_sets_each_key(
     for path in paths.values():
         if path.exists():
             os.unlink(path)
+
+
+def _two_line_file(tmp_path: Path) -> Path:
+    path = tmp_path / "two-lines"
+    path.write_text("tok-first-line-0123\ntok-second-line-4567\n", encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def test_two_line_secret_file_is_refused_naming_the_file_not_the_lines(
+    dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    path = _two_line_file(tmp_path)
+    write_yaml(dirs["user"] / "mint-test.yaml", {"token_file": str(path)})
+    with pytest.raises(ConfigError) as info:
+        load(dirs)
+    message = f"{info.value} {info.value.hint}"
+    assert info.value.exit_status == 78
+    assert str(path) in message and "token_file" in message and "2 lines" in message
+    assert "tok-first" not in message and "tok-second" not in message
+    assert redact("x tok-second-line-4567 y") == f"x {MASK} y"
+
+
+def test_multi_line_secret_command_is_refused_with_a_head_hint(dirs: dict[str, Path]) -> None:
+    command = "printf 'tok-pass-line-0123\\nlogin: alice-admin\\n'"
+    write_yaml(dirs["user"] / "mint-test.yaml", {"token_command": command})
+    with pytest.raises(ConfigError) as info:
+        load(dirs)
+    assert "token_command" in str(info.value) and "2 lines" in str(info.value)
+    assert info.value.hint is not None and f"{command} | head -n1" in info.value.hint
+    assert "tok-pass-line-0123" not in str(info.value)
+    assert redact("output: tok-pass-line-0123") == f"output: {MASK}"
+
+
+@pytest.mark.parametrize("value", ["tok-a-0123\ntok-b-4567", "tok-a-0123\rtok-b-4567"])
+def test_secret_value_with_a_line_break_is_refused(dirs: dict[str, Path], value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(dirs, environ={"MINT_TEST_TOKEN": value})
+    assert "MINT_TEST_" in str(info.value) and "'token'" in str(info.value)
+    assert "tok-a" not in str(info.value) and "tok-b" not in str(info.value)

@@ -1,13 +1,19 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import re
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mint_common import logging as logging_module
 from mint_common.logging import (
     MASK,
     PlainFormatter,
@@ -141,3 +147,62 @@ def test_plain_formatter_appends_exception_text() -> None:
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "boom", None, None)
     record.exc_text = "Traceback: here"
     assert PlainFormatter("mint-ssh").format(record).endswith("mint-ssh: boom\nTraceback: here")
+
+
+@contextlib.contextmanager
+def _own_secrets() -> Iterator[None]:
+    """Register secrets for one test only (random ones must not mask other tests' output)."""
+    saved = set(logging_module._secrets)
+    try:
+        yield
+    finally:
+        with logging_module._secrets_lock:
+            logging_module._secrets.clear()
+            logging_module._secrets.update(saved)
+
+
+def _printed_forms(secret: str) -> list[str]:
+    """How requests, urllib3, json and repr print a secret (the forms seen leaking)."""
+    quoted = urllib.parse.quote(secret, safe="")
+    return [
+        repr(f"Bearer {secret}"),
+        repr({"Authorization": f"Bearer {secret}".encode()}),
+        json.dumps({"token": secret}),
+        json.dumps({"token": secret}, ensure_ascii=False),
+        f"https://h/x?token={quoted}",
+        "https://h/x?token=" + re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quoted),
+        f"https://h/x?token={urllib.parse.quote_plus(secret)}",
+    ]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["tokA-first\nen-second-line", "tok'\"\\en-0123", "トークン-0123456", "tok en/+&=?%-0123"],
+    ids=["two-lines", "quotes-backslash", "non-ascii", "url-reserved"],
+)
+def test_redaction_covers_repr_json_and_percent_forms(secret: str) -> None:
+    with _own_secrets():
+        register_secret(secret)
+        for text in _printed_forms(secret):
+            shown = redact(text)
+            assert MASK in shown, text
+            for line in secret.splitlines():
+                assert line not in shown, text
+
+
+def test_any_bearer_credential_is_masked_even_unregistered() -> None:
+    text = "InvalidHeader: 'Bearer abcdef0123456789\\nsecond' in {'Authorization': 'Bearer zz99zz99zz'}"
+    shown = redact(text)
+    assert "abcdef0123456789" not in shown and "zz99zz99zz" not in shown
+    assert shown.count(f"Bearer {MASK}") == 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(min_size=4, max_size=40).filter(lambda s: s.strip() == s and s))
+def test_redaction_of_every_printed_form_of_random_secrets(body: str) -> None:
+    secret = "S3c!" + body
+    with _own_secrets():
+        register_secret(secret)
+        for text in _printed_forms(secret):
+            assert secret not in redact(text)
+            assert MASK in redact(text)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mint_poll.agent import Agent, prune
+from mint_poll.agent import Agent
 from mint_poll.api import STDERR_NAME, STDOUT_NAME, DistcompApi, Reply
 from mint_poll.config import build_api
 from mint_poll.server import Broker, DistcompServer
@@ -345,36 +345,6 @@ def test_state_is_saved_at_each_step_without_secrets(
     text = (tmp_path / "state" / "calcs" / f"{accept_id}.json").read_text()
     assert "0123456789abcdef" not in text
     assert (tmp_path / "state" / "calcs" / f"{accept_id}.json").stat().st_mode & 0o077 == 0
-
-
-def test_keep_days_prunes_only_this_agents_old_working_dirs(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
-    store.ensure()
-    old_dir, new_dir, foreign = tmp_path / "old", tmp_path / "new", tmp_path / "busy"
-    for directory in (old_dir, new_dir, foreign):
-        directory.mkdir()
-        (directory / "f").write_text("x")
-    store.save(
-        CalcRecord(
-            "old", SITE, str(old_dir), "", step="done", delivered_at="2026-01-01T00:00:00+00:00"
-        )
-    )
-    store.save(
-        CalcRecord(
-            "new", SITE, str(new_dir), "", step="done", delivered_at="2026-11-20T00:00:00+00:00"
-        )
-    )
-    store.save(CalcRecord("busy", SITE, str(foreign), "", step="started"))
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    store.save(
-        CalcRecord("gone", SITE, str(elsewhere), "", step="lost", finished_at="2026-01-01T00:00:00")
-    )
-    now = 1_795_000_000.0  # 2026-11-18
-    removed = prune(store, keep_days=30, now=now)
-    assert removed == [str(old_dir)]
-    assert not old_dir.exists() and new_dir.exists() and foreign.exists() and elsewhere.exists()
-    assert store.load("old") is not None and store.load("old").pruned  # type: ignore[union-attr]
 
 
 def test_https_end_to_end_with_the_site_ca(tmp_path: Path, broker: Broker) -> None:

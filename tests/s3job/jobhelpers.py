@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Optional, Union
 
 from mint_s3job.store import ObjectInfo, Progress, S3ObjectStore
 
@@ -60,7 +60,9 @@ class RecordingStore:
         self.writes.append(key)
         return self.inner.put_bytes(key, data, **kwargs)
 
-    def upload_files(self, items: Sequence[tuple[Path, str]], progress: Progress) -> None:
+    def upload_files(
+        self, items: Sequence[tuple[Union[Path, BinaryIO], str]], progress: Progress
+    ) -> None:
         self.calls.append("upload_files")
         if self.fail_upload_after is not None:
             self.inner.upload_files(items[: self.fail_upload_after], progress)

@@ -86,3 +86,12 @@ def test_epilog_wrapper_refuses_settings_others_can_write(tmp_path: Path) -> Non
     assert done.returncode == 78
     assert "refusing" in done.stderr and "writable by others" in done.stderr
     assert not marker.exists()
+
+
+def test_restarted_units_do_not_restart_on_a_config_error() -> None:
+    """The daemon exits 78 only for a configuration mistake, which a restart cannot fix."""
+    units = {p.name: p.read_text().splitlines() for p in EXAMPLES.glob("*.service")}
+    restarted = [name for name, lines in units.items() if "Restart=on-failure" in lines]
+    assert restarted == ["mint-s3job-dispatch.service"]
+    for name in restarted:
+        assert "RestartPreventExitStatus=78" in units[name], name

@@ -382,3 +382,57 @@ def test_check_warns_about_an_epilog_that_is_not_ours(
     }
     assert checks["EpilogSlurmctld"].status == "warn"
     assert "does not call 'mint-s3job epilog'" in checks["EpilogSlurmctld"].detail
+
+
+def test_real_epilog_never_uploads_from_outside_the_job_dir(
+    slurm_cluster: Callable[..., SlurmCluster], head_node: HeadNode
+) -> None:
+    """Two jobs attack the real EpilogSlurmctld, run as root (SlurmUser here, as at many
+    sites): one replaces its own job directory with a symlink to a directory holding a
+    secret, the other leaves symlinks to the secret (a file, a directory) and a FIFO among
+    its results. Nothing from outside is uploaded; the second job's own results are."""
+    cluster = slurm_cluster(start=("c1",), epilog_slurmctld=str(head_node.wrapper))
+    head = head_node
+    secret = head.root / "secret"
+    secret.mkdir(mode=0o700)
+    for name in ("secret.txt", "result.txt"):
+        (secret / name).write_text("root's secret\n")
+    head.submit(
+        "job-swap",
+        f"#!/bin/bash\necho mine > result.txt\ncd ..\nmv job-swap job-swap.orig\n"
+        f"ln -s {secret} job-swap\n",
+    )
+    head.submit(
+        "job-links",
+        f"#!/bin/bash\nmkdir out\necho mine > out/result.txt\nln -s {secret}/secret.txt leak.txt\n"
+        f"ln -s {secret} out/linked\nmkfifo fifo\n",
+    )
+
+    report = head.dispatcher().run_once()
+
+    assert sorted(p for p, _ in report.submitted) == ["job-links", "job-swap"]
+    for prefix in ("job-swap", "job-links"):
+        _wait_done(head, cluster, prefix)
+    assert (head.workdir / "job-swap").is_symlink()  # the attack really happened
+    store = head.store
+    keys = sorted(o.key for o in store.list_objects(""))
+    assert all(b"root's" not in (store.get_bytes(k, 64 * 1024 * 1024) or b"") for k in keys)
+    assert "job-swap/result.txt" not in keys and "job-swap/secret.txt" not in keys
+    swap_exit = json.loads(store.get_bytes("job-swap/.mint-s3job/exit.json") or b"")
+    assert swap_exit["refused"] == ["."] and swap_exit["exit_code"] == 0
+    assert (
+        "job-swap is a symlink, not the job's directory" in (head.root / "epilog.log").read_text()
+    )
+    links_exit = json.loads(store.get_bytes("job-links/.mint-s3job/exit.json") or b"")
+    assert sorted(links_exit["refused"]) == ["fifo", "leak.txt", "out/linked"]
+    assert store.get_bytes("job-links/out/result.txt") == b"mine\n"
+    assert not any(k.startswith(("job-links/leak.txt", "job-links/out/linked")) for k in keys)
+
+    waited = subprocess.run(
+        [str(MINT_S3JOB), "wait", "job-swap", "--timeout", "30"],
+        env=head.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert waited.returncode == 1 and "replaced its job directory" in waited.stderr

@@ -18,6 +18,7 @@ from typing import Any, Optional
 import pytest
 
 from tests.helpers import run_tool
+from tests.ssh.hostile import HostileRemote
 from tests.ssh.sshd import ThrowawaySshd, find_sshd
 
 VENV_BIN = Path(sys.executable).parent
@@ -54,6 +55,27 @@ def gated_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThrowawaySs
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hostile_remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileRemote]:
+    _require_ssh_binaries()
+    remote = HostileRemote(tmp_path_factory.mktemp("hostile"))
+    remote.server.start()
+    yield remote
+    remote.server.stop()
+
+
+@pytest.fixture
+def hostile(
+    hostile_remote: HostileRemote, tmp_path: Path
+) -> Iterator[tuple[SshSetup, HostileRemote]]:
+    hostile_remote.calm()
+    setup = SshSetup(tmp_path, hostile_remote.server)
+    yield setup, hostile_remote
+    hostile_remote.calm()
+    for kept in setup.remote_dirs():  # the remote dirs refused runs keep, even if a test failed
+        shutil.rmtree(kept)
 
 
 class TcpRelay:

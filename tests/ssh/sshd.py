@@ -121,6 +121,8 @@ class ThrowawaySshd:
                     "MaxStartups 50:30:100",
                     "LogLevel VERBOSE",
                     "Subsystem sftp internal-sftp",
+                    # A careless site passes MINT_* on; the gate must not care (issue 12).
+                    "AcceptEnv MINT_*",
                     "",
                 ]
             )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mint_ssh import protocol
@@ -16,6 +16,12 @@ START = protocol.start(WORKDIR, ["sh"])
 POLICY = protocol.GatePolicy(
     bases=("/tmp", "/work base"), allowed=("~/bin/run.sh", "sh"), home="/h"
 )
+
+
+def parse(command: str, policy: protocol.GatePolicy = POLICY) -> protocol.Operation:
+    """The gate's parse of `command` as this client sends it (led by its protocol version)."""
+    return protocol.parse(protocol.versioned(command), policy)
+
 
 names = st.text(
     alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/\0"),
@@ -35,7 +41,7 @@ upload_items = st.builds(
 
 @given(files=st.lists(upload_items, min_size=1, max_size=5))
 def test_upload_round_trips(files: list[protocol.UploadItem]) -> None:
-    op = protocol.parse(protocol.upload(WORKDIR, files), POLICY)
+    op = parse(protocol.upload(WORKDIR, files))
     assert (op.kind, op.workdir, op.files) == ("upload", WORKDIR, tuple(files))
 
 
@@ -46,7 +52,7 @@ def test_upload_round_trips(files: list[protocol.UploadItem]) -> None:
 )
 def test_start_round_trips(rest: list[str], offset: int, patterns: list[str]) -> None:
     argv = ["~/bin/run.sh", *rest]
-    op = protocol.parse(protocol.start(WORKDIR, argv, offset, (), patterns), POLICY)
+    op = parse(protocol.start(WORKDIR, argv, offset, (), patterns))
     assert (op.kind, op.argv, op.offset, op.patterns) == (
         "start",
         tuple(argv),
@@ -58,7 +64,7 @@ def test_start_round_trips(rest: list[str], offset: int, patterns: list[str]) ->
 def test_a_command_that_looks_like_the_fetch_step_still_round_trips() -> None:
     start = protocol.start(WORKDIR, ["sh"], 0, [ITEM], ["out"])
     lookalike = ["sh", "-c", start.partition("/dev/null;")[2]]
-    op = protocol.parse(protocol.start(WORKDIR, lookalike, 0, [ITEM], ["out"]), POLICY)
+    op = parse(protocol.start(WORKDIR, lookalike, 0, [ITEM], ["out"]))
     assert (op.argv, op.files, op.patterns) == (tuple(lookalike), (ITEM,), ("out",))
 
 
@@ -71,13 +77,13 @@ def test_start_with_inputs_round_trips(
     rest: list[str], offset: int, files: list[protocol.UploadItem]
 ) -> None:
     argv = ["~/bin/run.sh", *rest]
-    op = protocol.parse(protocol.start(WORKDIR, argv, offset, files), POLICY)
+    op = parse(protocol.start(WORKDIR, argv, offset, files))
     assert (op.kind, op.argv, op.offset, op.files) == ("start", tuple(argv), offset, tuple(files))
 
 
 @given(patterns=st.lists(names, min_size=1, max_size=4))
 def test_fetch_round_trips(patterns: list[str]) -> None:
-    op = protocol.parse(protocol.fetch(WORKDIR, patterns), POLICY)
+    op = parse(protocol.fetch(WORKDIR, patterns))
     assert (op.kind, op.patterns) == ("fetch", tuple(patterns))
 
 
@@ -96,7 +102,7 @@ def test_fetch_round_trips(patterns: list[str]) -> None:
     ids=["mkdir", "kill", "fetch-all", "remove", "remove-spaced-base", "df", "test-x", "true"],
 )
 def test_fixed_operations_parse(command: str, kind: str) -> None:
-    assert protocol.parse(command, POLICY).kind == kind
+    assert parse(command).kind == kind
 
 
 @pytest.mark.parametrize(
@@ -111,7 +117,7 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         (protocol.upload(f"/var/{RUN_ID}", [ITEM]), "outside the work base"),
         (protocol.upload(WORKDIR, []), "does not match"),
         (
-            protocol.upload(WORKDIR, [ITEM]).replace(f"> {WORKDIR}/x", f"> /tmp/{'0' * 32}/x", 1),
+            protocol.upload(WORKDIR, [ITEM]).replace(f"of={WORKDIR}/x", f"of={OTHER}/x", 1),
             "two different working dirs",
         ),
         (protocol.upload(WORKDIR, [ITEM]).replace("count=1 ", "count=-1 "), "negative size"),
@@ -127,12 +133,16 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
             "does not end in",
         ),
         (protocol.start(WORKDIR, ["sh"]).replace("sh -c", "bash -c", 1), "does not match"),
-        ("tar -c -f - -C /etc -- .", "not <base>/<run id>"),
+        ("cd -- /etc && test ! -h /etc && tar -c -f - -- .", "not <base>/<run id>"),
+        ("tar -c -f - -C /etc -- .", "does not match"),
+        (protocol.upload(WORKDIR, [ITEM]).replace(" oflag=nofollow", ""), "does not end in"),
+        (protocol.upload(WORKDIR, [ITEM]).replace(" && test ! -h", " && true", 1), "match"),
+        (protocol.fetch(WORKDIR).replace(" && test ! -h " + WORKDIR, ""), "does not match"),
         (protocol.start(WORKDIR, ["bash"], 0, [ITEM]), "not in the allowed list"),
         (protocol.start(f"/var/{RUN_ID}", ["sh"], 0, [ITEM]), "outside the work base"),
         (
             protocol.start(WORKDIR, ["sh"], 0, [ITEM]).replace(
-                f"> {WORKDIR}/x", f"> /tmp/{'0' * 32}/x", 1
+                f"of={WORKDIR}/x", f"of=/tmp/{'0' * 32}/x", 1
             ),
             "two different working dirs",
         ),
@@ -181,6 +191,10 @@ def test_fixed_operations_parse(command: str, kind: str) -> None:
         "dd-extra-output",
         "other-shell",
         "tar-etc",
+        "tar-of-a-dir-not-entered",
+        "dd-following-links",
+        "upload-without-link-check",
+        "fetch-without-link-check",
         "start-inputs-program-not-allowed",
         "start-inputs-outside-base",
         "start-inputs-into-another-workdir",
@@ -202,4 +216,60 @@ def test_other_commands_are_refused(command: str, reason: str) -> None:
     with pytest.raises(
         protocol.RefusedCommand, match=reason.replace("(", r"\(").replace(")", r"\)")
     ):
+        parse(command)
+
+
+@pytest.mark.parametrize(
+    ("sent", "message"),
+    [
+        (
+            protocol.remove(WORKDIR),
+            "client speaks protocol 1, gate protocol 2; upgrade this client to protocol 2",
+        ),
+        (
+            protocol.versioned(protocol.remove(WORKDIR)).replace(" 2; ", " 3; ", 1),
+            "client speaks protocol 3, gate protocol 2; upgrade the gate",
+        ),
+    ],
+    ids=["older-client", "newer-client"],
+)
+def test_a_client_of_another_protocol_is_told_both_versions(sent: str, message: str) -> None:
+    with pytest.raises(protocol.RefusedCommand) as refused:
+        protocol.parse(sent, POLICY)
+    assert message in str(refused.value)
+    assert "upgrade order: the remote gate first, then its clients" in str(refused.value)
+
+
+def test_the_version_leads_every_request_as_a_shell_no_op() -> None:
+    assert protocol.versioned("true") == f": mint-ssh protocol {protocol.VERSION}; true"
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [("0", 0), ("1", 1), ("255", 255), ("256", None), ("-1", None), ("²", None),
+     ("٣", None), ("１", None), ("", None), ("1 2", None), ("0" * 5000, None)],
+    ids=["zero", "one", "max", "over-255", "negative", "superscript-two", "arabic-indic-three",
+         "fullwidth-one", "empty", "two-numbers", "huge"],
+)  # fmt: skip
+def test_only_an_ascii_shell_status_is_an_exit_status(text: str, status: object) -> None:
+    assert protocol.parse_exit_status(text) == status
+
+
+@settings(max_examples=300, deadline=500)
+@given(text=st.text(max_size=50))
+def test_any_status_text_parses_to_a_shell_status_or_none(text: str) -> None:
+    status = protocol.parse_exit_status(text)
+    assert status is None or (0 <= status <= 255 and str(status) == text.lstrip("0").rjust(1, "0"))
+
+
+@settings(max_examples=300, deadline=500)
+@given(command=st.text(max_size=300))
+def test_random_commands_are_refused_cleanly(command: str) -> None:
+    """Refused with a reason, or (`true`, say) exactly a command the client sends."""
+    with pytest.raises(protocol.RefusedCommand):
         protocol.parse(command, POLICY)
+    try:
+        op = parse(command)
+    except protocol.RefusedCommand:
+        return
+    assert protocol.rebuild(op) == command

@@ -114,9 +114,9 @@ def test_local_symlink_in_dest_is_not_written_through(setup: SshSetup, tmp_path:
         "run", "node", "--dest", str(setup.dest),
         "--", "sh", "-c", "mkdir out; echo x > out/evil.txt",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 65, result.stderr
     assert list(outside.iterdir()) == []
-    assert "refused" in result.stderr
+    assert "refused as unsafe: out, out/evil.txt" in result.stderr
     (kept,) = setup.remote_dirs()
     shutil.rmtree(kept)
 
@@ -416,7 +416,9 @@ def test_upload_requests_stay_under_the_argument_limit(tmp_path: Path) -> None:
     )
     policy = protocol.GatePolicy(bases=("/tmp",), allowed=())
     sent = [
-        item.name for command, _ in host.requests for item in protocol.parse(command, policy).files
+        item.name
+        for command, _ in host.requests
+        for item in protocol.parse(protocol.versioned(command), policy).files
     ]
     assert sent == [path.name for path in inputs]
 

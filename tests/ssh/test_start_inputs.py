@@ -74,7 +74,7 @@ class _Bench:
         return _RecordingHost(conn, self.commands)
 
     def operations(self) -> list[protocol.Operation]:
-        return [protocol.parse(command, self.policy) for command in self.commands]
+        return [protocol.parse(protocol.versioned(c), self.policy) for c in self.commands]
 
     def remote_run(self) -> RemoteRun:
         return RemoteRun(self.spec, self.cfg, RunStore(self.cfg.runs_dir), self.connector)
