@@ -248,15 +248,16 @@ def _spare_nodes(
 ) -> int:
     """Nodes that will be able to take a pending job: coming up, or joined, idle and alive.
 
-    A joined node the scheduler no longer hears from (`down*`: its VM died) is no spare:
-    the jobs it lost are requeued and need another node.
+    A joined node the scheduler no longer hears from (`down*`: its VM died), or one it
+    will not give jobs to (drained or down after a failed prolog, by an admin), is no
+    spare: the jobs waiting need another node.
     """
     count = 0
     for record in records.values():
         if record.name in retiring:
             continue
         node_state = status.nodes.get(record.name)
-        alive = node_state is None or node_state.responding
+        alive = node_state is None or node_state.ready
         if record.phase in (REQUESTED, BOOTING) or (
             record.phase == JOINED and record.name not in busy and alive
         ):

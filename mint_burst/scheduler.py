@@ -8,7 +8,8 @@ an unreadable queue must never look like an empty one.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Optional, Protocol
 
 from mint_burst.model import QueueStatus
@@ -73,7 +74,7 @@ class CommandRunner:
     ) -> None:
         self.timeout = timeout
         self.admin_prefix = list(admin_prefix)
-        self._runner = runner or functools.partial(run_command, max_output=max_output)
+        self._runner = runner or functools.partial(_run_plain, max_output=max_output)
 
     def run(self, argv: Sequence[str], *, admin: bool = False) -> str:
         return self.checked(argv, self.call(argv, admin=admin))
@@ -90,6 +91,24 @@ class CommandRunner:
                 f"{' '.join(argv[:3])} exited with status {result.returncode}: {message(result)}"
             )
         return result.stdout
+
+
+# Site defaults that change what the commands print: SLURM_TIME_FORMAT=relative turns
+# start times into "Tomorr 00:05"; SQUEUE_ARRAY expands job arrays, losing the throttle.
+_OUTPUT_CHANGING_PREFIXES = ("SQUEUE_", "SINFO_", "SCONTROL_", "SLURM_TIME_FORMAT")
+
+
+def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's environment without the variables that change the commands' output."""
+    env = {k: v for k, v in environ.items() if not k.startswith(_OUTPUT_CHANGING_PREFIXES)}
+    env["SLURM_TIME_FORMAT"] = "standard"
+    return env
+
+
+def _run_plain(argv: Sequence[str], *, timeout: float, max_output: int) -> CompletedLike:
+    return run_command(
+        argv, timeout=timeout, max_output=max_output, env=command_environment(os.environ)
+    )
 
 
 def message(result: CompletedLike) -> str:

@@ -26,7 +26,10 @@ from mint_common.errors import ConfigError, UnavailableError
 from mint_common.proc import kill_process_group, run_command
 
 _SUBMITTED = re.compile(r"^Submitted batch job (\d+)\b", re.MULTILINE)
-_ERROR = re.compile(r"^sbatch: error:.*$", re.MULTILINE)
+# sbatch prints "sbatch: error: Slurm temporarily unable to accept job, sleeping and
+# retrying" (or "... job queue full, sleeping and retrying.") and then queues the job: a
+# notice, not a refusal (seen on 22.05 with MaxJobCount reached).
+_ERROR = re.compile(r"^sbatch: error:(?!.*sleeping and retrying\.?\s*$).*$", re.MULTILINE)
 COMMENT_TAG = "mint-s3job"
 
 # Nothing was queued (the controller was never reached, or asked us to come back later).

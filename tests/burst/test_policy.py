@@ -431,3 +431,12 @@ def test_a_silent_node_still_listed_with_a_job_is_not_terminated() -> None:
     running = Job("r1", "running", 1, ("c1",))
     status = QueueStatus("cloud", (running,), {"c1": NodeState("c1", "mixed", "*")})
     assert ("terminate", "c1") not in kinds(decide(status, table_of(node), NOW, settings))
+
+
+@pytest.mark.parametrize("state", ["drained", "down", "drain"])
+def test_a_joined_node_slurm_will_not_use_is_no_spare(state: str) -> None:
+    """Slurm drains or downs a node by itself (failed prolog, kill task failed): a job
+    waiting must get another node, not wait for ever beside it."""
+    status = QueueStatus("cloud", pending(1), {"c1": NodeState("c1", state)})
+    decision = decide(status, table_of(record("c1", JOINED)), NOW, settings_for())
+    assert ("launch", "c2") in kinds(decision)

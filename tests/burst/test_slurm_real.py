@@ -280,3 +280,21 @@ def test_powering_down_and_up_nodes_are_not_ready(
     cluster.wait_node("c1", "allocated#", "mixed#")
     decision = step(scheduler().get_status(), booting, policy=settings())
     assert decision.records["c1"].phase == BOOTING
+
+
+@pytest.mark.slurm
+def test_site_output_settings_in_the_environment_change_nothing(
+    slurm_cluster: Callable[..., SlurmCluster], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sites set SLURM_TIME_FORMAT=relative or SQUEUE_ARRAY in profile.d; cron and shells
+    pass them on. The adapter must read the same queue as without them."""
+    cluster = slurm_cluster(nodes=("c1@cloud", "c2@cloud"))
+    begin = cluster.sbatch("--begin=now+600")
+    cluster.sbatch("-N1", "--array=1-6%2")
+    monkeypatch.setenv("SLURM_TIME_FORMAT", "relative")
+    monkeypatch.setenv("SQUEUE_ARRAY", "1")
+    scheduler = SlurmScheduler("cloud", CommandRunner(timeout=30))
+    status = scheduler.get_status()
+    jobs = {job.job_id: job for job in status.pending}
+    assert jobs[begin].start_time is not None
+    assert len([j for j in status.pending if j.job_id != begin]) == 1

@@ -88,6 +88,31 @@ def test_epilog_wrapper_refuses_settings_others_can_write(tmp_path: Path) -> Non
     assert not marker.exists()
 
 
+def test_epilog_wrapper_keeps_the_epilogs_errors_in_its_log_file(tmp_path: Path) -> None:
+    """slurmctld throws the epilog's stderr away: the reason of a failure must reach the log."""
+    fake = tmp_path / "mint-s3job"
+    fake.write_text(
+        '#!/bin/bash\necho "mint-s3job: error: no usable AWS credentials" >&2\nexit 77\n'
+    )
+    fake.chmod(0o755)
+    log = tmp_path / "e.log"
+    wrapper = _install_wrapper(tmp_path, f"mint_s3job={fake}\nlog_file={log}\n", 0o644)
+    done = subprocess.run([str(wrapper)], env={}, capture_output=True, text=True, timeout=10)
+    assert done.returncode == 77
+    assert "no usable AWS credentials" in log.read_text()
+
+
+def test_epilog_wrapper_names_a_missing_command_in_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "e.log"
+    missing = tmp_path / "no" / "mint-s3job"
+    wrapper = _install_wrapper(tmp_path, f"mint_s3job={missing}\nlog_file={log}\n", 0o644)
+    done = subprocess.run(
+        [str(wrapper)], env={"PATH": "/nonexistent"}, capture_output=True, text=True, timeout=10
+    )
+    assert done.returncode == 69
+    assert f"{missing} is not an executable file" in log.read_text()
+
+
 def test_restarted_units_do_not_restart_on_a_config_error() -> None:
     """The daemon exits 78 only for a configuration mistake, which a restart cannot fix."""
     units = {p.name: p.read_text().splitlines() for p in EXAMPLES.glob("*.service")}

@@ -217,3 +217,17 @@ def test_sbatch_captures_of_scripts_capture_slurm_outputs_are_told_apart(
     )
     assert result.outcome is outcome
     assert not result.ok
+
+
+@pytest.mark.parametrize(
+    "notice",
+    [
+        "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying\n",
+        "sbatch: error: Slurm job queue full, sleeping and retrying.\n",
+    ],
+)
+def test_sbatch_retrying_notices_before_a_queued_job_are_not_refusals(notice: str) -> None:
+    """Real sbatch 22.05 with MaxJobCount reached: the notice, then the job is queued."""
+    result = parse_sbatch("Submitted batch job 3\n", notice, 0)
+    assert result.outcome is Outcome.SUBMITTED
+    assert result.job_id == "3"
