@@ -162,5 +162,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Under CI=true a skipped `slurm` test fails the run: CI is never green without them."""
     if _SLURM_SKIPS and os.environ.get("CI") == "true":
-        print(f"\nCI=true: {len(_SLURM_SKIPS)} slurm test(s) skipped; failing the run")  # noqa: T201
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SLURM_SKIPS and os.environ.get("CI") == "true":
+        terminalreporter.write_line(
+            f"CI=true: {len(_SLURM_SKIPS)} slurm test(s) skipped; failing the run", red=True
+        )
