@@ -46,7 +46,7 @@ def _config(remote: HostileRemote, root: Path) -> Path:
 def _run(config: Path, dest: Path) -> tuple[str, float, float]:
     """(exit status, seconds, peak RSS in MiB) of one `mint-ssh run`; "hung" after TIMEOUT s."""
     argv = [str(BIN / "mint-ssh"), "--config", str(config), "-q", "run", "node",
-            "--dest", str(dest), "--", "sh", "-c", "echo result > out.txt"]  # fmt: skip
+            "--out-dir", str(dest), "--", "sh", "-c", "echo result > out.txt"]  # fmt: skip
     began = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     code, peak = wait_peak_rss(child, TIMEOUT)

@@ -35,10 +35,10 @@ def _inputs(root: Path) -> list[Path]:
 
 def _mint_ssh(setup: Bench, inputs: list[Path], dest: Path, program: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
-    puts = [arg for path in inputs for arg in ("--put", str(path))]
+    puts = [arg for path in inputs for arg in ("--input", str(path))]
     subprocess.run(
         [str(program), "--config", str(setup.config), "-q", "run", "node", *puts,
-         "--dest", str(dest), "--", "sh", "-c", COMMAND],
+         "--out-dir", str(dest), "--", "sh", "-c", COMMAND],
         check=True, timeout=120, capture_output=True,
     )  # fmt: skip
     assert (dest / "out.dat").stat().st_size == 30 * 1024

@@ -1,7 +1,8 @@
 """Diagnostics (`<tool> check`): a list of named checks, shown as a table or JSON.
 
 A check that raises is recorded as failed with the error's message; a check
-whose prerequisite failed is skipped. The exit status is 0 only if none failed.
+whose prerequisite did not pass (failed, or was itself skipped) is skipped and
+not run. A skip is not a failure: the exit status is 1 only if a check failed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
+        """Passed (perhaps with a warning): what a dependent check needs before it runs."""
         return self.status in (PASS, WARN)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == FAIL
 
 
 CheckOutcome = Union[str, tuple[str, str], CheckResult]
@@ -64,7 +70,7 @@ class CheckRunner:
 
     @property
     def all_ok(self) -> bool:
-        return all(r.ok for r in self.results)
+        return not any(r.failed for r in self.results)
 
     def render(self, *, as_json: bool, title: str, stream: Optional[TextIO] = None) -> ExitStatus:
         status = ExitStatus.OK if self.all_ok else ExitStatus.JOB_FAILED

@@ -28,9 +28,13 @@ import click
 
 from mint_common.exitcodes import ExitStatus, report_error
 from mint_common.logging import LOG_FORMATS, setup_logging
+from mint_common.signals import interrupt_on_signals
+from mint_common.timeutil import DURATION_FORMS, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 _META_KEY = "mint.options"
+_ALIASES_KEY = "mint.aliases-used"
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -117,14 +121,83 @@ def common_options(fn: F) -> F:
     return fn
 
 
+class DurationType(click.ParamType):
+    """A length of time on the command line: `600`, `30m`, `2h`, `1h30m` -> seconds."""
+
+    name = "duration"
+
+    def convert(
+        self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_duration(value)
+        except ValueError:
+            self.fail(f"expected {DURATION_FORMS}, got {value!r}", param, ctx)
+
+
+DURATION = DurationType()
+
+
+class AliasedOption(click.Option):
+    """An option that also answers to old spellings, hidden from --help until they go.
+
+    `@click.option("--out-dir", cls=AliasedOption, old_names=("--dest",))`: using an old
+    spelling works and logs one warning naming the new one.
+    """
+
+    def __init__(
+        self, param_decls: Sequence[str], *, old_names: Sequence[str] = (), **attrs: Any
+    ) -> None:
+        super().__init__([*param_decls, *old_names], **attrs)
+        self.old_names = tuple(old_names)
+
+    @property
+    def current_opts(self) -> list[str]:
+        return [name for name in self.opts if name not in self.old_names]
+
+    def get_help_record(self, ctx: click.Context) -> Optional[tuple[str, str]]:
+        all_opts = self.opts
+        self.opts = self.current_opts
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = all_opts
+
+
+def _old_spellings_used(command: click.Command, args: Sequence[str]) -> list[tuple[str, str]]:
+    used: list[tuple[str, str]] = []
+    for arg in args:
+        if arg == "--":
+            break
+        for param in command.params:
+            if isinstance(param, AliasedOption):
+                for old in param.old_names:
+                    if arg == old or arg.startswith(old + "="):
+                        used.append((old, param.current_opts[0]))
+    return used
+
+
 class MintCommand(click.Command):
-    """Sets up logging from the global options before the command body runs."""
+    """Sets up logging from the global options before the command body runs.
+
+    It also makes SIGTERM/SIGHUP unwind the command like Ctrl-C (exit 128 + N) and warns
+    once for each old option spelling used.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ALIASES_KEY] = _old_spellings_used(self, args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         opts = _options(ctx)
         setup_logging(
             opts.tool, verbosity=opts.verbosity, log_format=opts.log_format, log_file=opts.log_file
         )
+        for old, new in ctx.meta.get(_ALIASES_KEY, ()):
+            log.warning("%s is an old spelling of %s and goes in the next release", old, new)
+        interrupt_on_signals()
         return super().invoke(ctx)
 
 
@@ -144,7 +217,9 @@ class MintGroup(click.Group):
             raise
         except (Exception, KeyboardInterrupt) as exc:
             opts = _options(ctx)
-            status = report_error(exc, opts.tool, verbose=opts.verbosity > 0)
+            status = report_error(
+                exc, opts.tool, verbose=opts.verbosity > 0, as_json=opts.log_format == "json"
+            )
             ctx.exit(int(status))
 
     def main(  # type: ignore[override]

@@ -28,7 +28,7 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar, Union
+from typing import Any, Callable, Literal, Optional, TypeVar, Union
 
 import yaml
 
@@ -38,6 +38,7 @@ from mint_common.logging import MASK, register_secret
 T = TypeVar("T")
 SECRET_SOURCES = ("", "_file", "_command")
 SECRET_COMMAND_TIMEOUT = 30.0
+MIN_SECRET_LENGTH = 8
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -87,6 +88,11 @@ class _Layer:
     source: str
     values: dict[str, Any]
     from_env: bool = False
+    key_sources: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def source_for(self, key: str) -> str:
+        """Where `key` came from: the file, the flag layer, or the very variable that was set."""
+        return self.key_sources.get(key, self.source)
 
 
 def load_config(
@@ -163,6 +169,7 @@ def _env_layer(schema: type, tool: str, env: Mapping[str, str]) -> _Layer:
     prefix = env_prefix(tool)
     known = _key_names(schema)
     values: dict[str, Any] = {}
+    key_sources: dict[str, str] = {}
     for var, value in env.items():
         if var.startswith(prefix) and var not in ("MINT_SYSTEM_CONFIG_DIR",):
             key = var[len(prefix) :].lower()
@@ -172,11 +179,13 @@ def _env_layer(schema: type, tool: str, env: Mapping[str, str]) -> _Layer:
                     + _did_you_mean(key, known, prefix=prefix, upper=True)
                 )
             values[known[key]] = value
+            key_sources[known[key]] = f"environment variable {var}"
     for name, fld in _fields(schema).items():
         for var in fld.metadata.get("env", ()):
             if var in env and name not in values:
                 values[name] = env[var]
-    return _Layer(f"environment ({prefix}*)", values, from_env=True)
+                key_sources[name] = f"environment variable {var}"
+    return _Layer(f"environment ({prefix}*)", values, from_env=True, key_sources=key_sources)
 
 
 def _did_you_mean(
@@ -191,7 +200,37 @@ def _did_you_mean(
 
 def _build(schema: type[T], layers: list[_Layer], tool: str) -> T:
     fields = _fields(schema)
-    known = _key_names(schema)
+    merged = _merge_layers(layers, fields, _key_names(schema))
+    kwargs: dict[str, Any] = {}
+    hints = typing.get_type_hints(schema)
+    for name, fld in fields.items():
+        required = fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+        secret = bool(fld.metadata.get("secret"))
+        if secret:
+            value: Any = _resolve_secret(name, merged)
+            given = value is not None
+        else:
+            given = name in merged
+            value = _field_value(name, fld, hints, merged) if given else None
+        if given:
+            kwargs[name] = value
+        elif required:
+            raise ConfigError(_missing_message(name, tool, secret=secret))
+    try:
+        instance = schema(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid configuration for {tool}: {exc}") from exc
+    validate = getattr(instance, "validate", None)
+    if callable(validate):
+        validate()
+    return instance
+
+
+def _merge_layers(
+    layers: list[_Layer], fields: Mapping[str, dataclasses.Field[Any]], known: Mapping[str, str]
+) -> dict[str, tuple[Any, _Layer]]:
+    """Each canonical key -> (its value, the layer it came from); later layers win, mappings
+    merge, and a secret given in a layer replaces every form of it from the layers before."""
     merged: dict[str, tuple[Any, _Layer]] = {}
     for layer in layers:
         seen_secret_groups: set[str] = set()
@@ -215,29 +254,21 @@ def _build(schema: type[T], layers: list[_Layer], tool: str) -> T:
             if previous is not None and isinstance(previous[0], dict) and isinstance(value, dict):
                 value = {**previous[0], **value}
             merged[key] = (value, layer)
-    kwargs: dict[str, Any] = {}
-    hints = typing.get_type_hints(schema)
-    for name, fld in fields.items():
-        if fld.metadata.get("secret"):
-            secret = _resolve_secret(name, merged)
-            if secret is not None:
-                kwargs[name] = secret
-            elif fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
-                raise ConfigError(_missing_message(name, tool, secret=True))
-            continue
-        if name in merged:
-            value, layer = merged[name]
-            kwargs[name] = coerce(value, hints[name], source=layer.source, key=name)
-        elif fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
-            raise ConfigError(_missing_message(name, tool, secret=False))
-    try:
-        instance = schema(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"invalid configuration for {tool}: {exc}") from exc
-    validate = getattr(instance, "validate", None)
-    if callable(validate):
-        validate()
-    return instance
+    return merged
+
+
+def _field_value(
+    name: str,
+    fld: dataclasses.Field[Any],
+    hints: Mapping[str, Any],
+    merged: Mapping[str, tuple[Any, _Layer]],
+) -> Any:
+    """The coerced, range-checked value given for a field."""
+    value, layer = merged[name]
+    source = layer.source_for(name)
+    result = coerce(value, hints[name], source=source, key=name)
+    check_range(result, fld.metadata, source=source, key=name)
+    return result
 
 
 def _secret_base(key: str, fields: Mapping[str, dataclasses.Field[Any]]) -> Optional[str]:
@@ -265,20 +296,30 @@ def _resolve_secret(name: str, merged: Mapping[str, tuple[Any, _Layer]]) -> Opti
         value, layer = merged[name]
         if isinstance(value, Secret):
             return value
+        where = f"{layer.source_for(name)}: key {name!r}"
         if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{layer.source}: key {name!r}: expected a non-empty string")
-        return Secret(one_line_secret(value, f"{layer.source}: key {name!r}: the value"))
+            raise ConfigError(f"{where}: expected a non-empty string")
+        return _long_enough(one_line_secret(value, f"{where}: the value"), where)
     if name + "_file" in merged:
         value, layer = merged[name + "_file"]
-        return Secret(
-            read_secret_file(
-                Path(str(value)).expanduser(), f"{layer.source}: key {name + '_file'!r}"
-            )
-        )
+        where = f"{layer.source_for(name + '_file')}: key {name + '_file'!r}"
+        return _long_enough(read_secret_file(Path(str(value)).expanduser(), where), where)
     if name + "_command" in merged:
         value, layer = merged[name + "_command"]
-        return Secret(run_secret_command(str(value), f"{layer.source}: key {name + '_command'!r}"))
+        where = f"{layer.source_for(name + '_command')}: key {name + '_command'!r}"
+        return _long_enough(run_secret_command(str(value), where), where)
     return None
+
+
+def _long_enough(value: str, where: str) -> Secret:
+    """A secret is masked wherever it appears: a short one would mask ordinary words in logs."""
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"{where}: the secret is shorter than {MIN_SECRET_LENGTH} characters",
+            hint="use the real token; a short one is refused because it cannot be told apart"
+            " from ordinary words when logs are masked",
+        )
+    return Secret(value)
 
 
 def read_secret_file(path: Path, where: str) -> str:
@@ -367,53 +408,73 @@ def _bad(source: str, key: str, expected: str, value: Any) -> ConfigError:
 
 def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if tp is Any:
         return value
-    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, types.UnionType)):
-        return _coerce_union(value, args, source, key)
+    if _is_union(tp):
+        return _coerce_union(value, typing.get_args(tp), source, key)
     if origin is Literal:
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigError(f"{source}: key {key!r}: expected one of {choices}, got {value!r}")
-        return value
+        return _coerce_literal(value, typing.get_args(tp), source, key)
     if isinstance(tp, type) and hasattr(tp, "from_config"):
         return tp.from_config(value, source=source, key=key)
-    if tp is Secret:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{source}: key {key!r}: expected a non-empty string")
-        return Secret(one_line_secret(value, f"{source}: key {key!r}: the value"))
-    if tp is bool:
-        return _coerce_bool(value, source, key)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise _bad(source, key, "an integer", value)
-        try:
-            return int(value)
-        except ValueError:
-            raise _bad(source, key, "an integer", value) from None
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise _bad(source, key, "a number", value)
-        try:
-            return float(value)
-        except ValueError:
-            raise _bad(source, key, "a number", value) from None
-    if tp is str:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise _bad(source, key, "a string", value)
-        return str(value)
-    if tp is Path:
-        if not isinstance(value, (str, Path)) or str(value) == "":
-            raise _bad(source, key, "a path", value)
-        return Path(str(value)).expanduser()
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar(value, source, key)
     if origin in (list, tuple) or tp in (list, tuple):
-        return _coerce_sequence(value, tp, origin or tp, args, source, key)
+        return _coerce_sequence(value, tp, origin or tp, typing.get_args(tp), source, key)
     if origin is dict or tp is dict:
-        return _coerce_mapping(value, args, source, key)
+        return _coerce_mapping(value, typing.get_args(tp), source, key)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _coerce_dataclass(value, tp, source, key)
     raise TypeError(f"unsupported config type {tp!r} for key {key!r}")
+
+
+def _is_union(tp: Any) -> bool:
+    """`Optional[X]`, `Union[X, Y]` and (Python 3.10+) `X | None`."""
+    union_type = getattr(types, "UnionType", None)
+    return typing.get_origin(tp) is Union or (union_type is not None and isinstance(tp, union_type))
+
+
+def _coerce_literal(value: Any, choices: tuple[Any, ...], source: str, key: str) -> Any:
+    if value not in choices:
+        shown = ", ".join(repr(c) for c in choices)
+        raise ConfigError(f"{source}: key {key!r}: expected one of {shown}, got {value!r}")
+    return value
+
+
+def _coerce_secret(value: Any, source: str, key: str) -> Secret:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{source}: key {key!r}: expected a non-empty string")
+    return Secret(one_line_secret(value, f"{source}: key {key!r}: the value"))
+
+
+def _coerce_int(value: Any, source: str, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise _bad(source, key, "an integer", value)
+    try:
+        return int(value)
+    except ValueError:
+        raise _bad(source, key, "an integer", value) from None
+
+
+def _coerce_float(value: Any, source: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _bad(source, key, "a number", value)
+    try:
+        return float(value)
+    except ValueError:
+        raise _bad(source, key, "a number", value) from None
+
+
+def _coerce_str(value: Any, source: str, key: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise _bad(source, key, "a string", value)
+    return str(value)
+
+
+def _coerce_path(value: Any, source: str, key: str) -> Path:
+    if not isinstance(value, (str, Path)) or str(value) == "":
+        raise _bad(source, key, "a path", value)
+    return Path(str(value)).expanduser()
 
 
 def _coerce_union(value: Any, args: tuple[Any, ...], source: str, key: str) -> Any:
@@ -438,6 +499,16 @@ def _coerce_bool(value: Any, source: str, key: str) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise _bad(source, key, "true or false", value)
+
+
+_SCALARS: dict[Any, Callable[[Any, str, str], Any]] = {
+    Secret: _coerce_secret,
+    bool: _coerce_bool,
+    int: _coerce_int,
+    float: _coerce_float,
+    str: _coerce_str,
+    Path: _coerce_path,
+}
 
 
 def _from_env_text(value: Any) -> Any:
@@ -481,7 +552,9 @@ def _coerce_dataclass(value: Any, tp: type, source: str, key: str) -> Any:
                 f"{source}: unknown key {key}.{sub_key}"
                 + _did_you_mean(str(sub_key), {f: f for f in fields})
             )
-        kwargs[sub_key] = _coerce(sub_value, hints[sub_key], source, f"{key}.{sub_key}")
+        sub_name = f"{key}.{sub_key}"
+        kwargs[sub_key] = _coerce(sub_value, hints[sub_key], source, sub_name)
+        check_range(kwargs[sub_key], fields[sub_key].metadata, source=source, key=sub_name)
     for name, fld in fields.items():
         if (
             name not in kwargs
@@ -516,3 +589,90 @@ def redacted_view(config: Any) -> dict[str, Any]:
 
     view = convert(config)
     return view if isinstance(view, dict) else {"value": view}
+
+
+def check_range(value: Any, metadata: Mapping[str, Any], *, source: str, key: str) -> None:
+    """Apply a field's range metadata (`min`, `max`, `above`) to a value, naming its source.
+
+    `field(metadata={"above": 0})` means greater than 0; `{"min": 0}` means 0 or more.
+    None (an optional setting left unset) passes.
+    """
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    if "above" in metadata and not value > metadata["above"]:
+        raise ConfigError(
+            f"{source}: key {key!r}: must be greater than {metadata['above']}, got {shown}"
+        )
+    if "min" in metadata and value < metadata["min"]:
+        raise ConfigError(f"{source}: key {key!r}: must be {metadata['min']} or more, got {shown}")
+    if "max" in metadata and value > metadata["max"]:
+        raise ConfigError(f"{source}: key {key!r}: must be {metadata['max']} or less, got {shown}")
+
+
+def state_base_dir() -> Path:
+    """`$XDG_STATE_HOME/mint` (default `~/.local/state/mint`): every tool's state lives below."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "mint"
+
+
+def tool_state_dir(tool: str) -> Path:
+    """`mint-poll` -> `$XDG_STATE_HOME/mint/poll`."""
+    return state_base_dir() / (tool[5:] if tool.startswith("mint-") else tool)
+
+
+def legacy_state_dir(tool: str) -> Path:
+    """Where a tool kept its state before the shared layout: `$XDG_STATE_HOME/<tool>`."""
+    return state_base_dir().parent / tool
+
+
+def migrate_state_dir(old: Path, new: Path) -> bool:
+    """Move a state directory from its old place to `new` once, losing nothing; True if moved.
+
+    One rename when both are on the same filesystem; otherwise a full copy to a
+    temporary name beside `new`, a rename into place, and only then the old one
+    removed. When both exist, `new` wins and a warning names `old`, which is left alone.
+    """
+    import logging
+    import shutil
+
+    log = logging.getLogger(__name__)
+    if not old.is_dir() or old.is_symlink():
+        return False
+    if new.exists():
+        if any(old.iterdir()):
+            log.warning("state: both %s and the old %s exist; using %s", new, old, new)
+        return False
+    try:
+        new.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            os.rename(old, new)
+        except OSError as exc:
+            if exc.errno != 18:  # EXDEV: another filesystem, copy instead
+                raise
+            staging = new.with_name(new.name + ".migrating")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(old, staging, symlinks=True)
+            os.rename(staging, new)
+            shutil.rmtree(old)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot move the state directory {old} to {new}: {exc.strerror or exc}",
+            hint=f"move it by hand (mv {old} {new}) or set state_dir to {old}",
+        ) from exc
+    log.warning("state: moved %s to %s (the new shared layout)", old, new)
+    return True
+
+
+def log_effective_config(logger: Any, config: Any, *, at_start: bool) -> None:
+    """Log the effective configuration as one JSON object: at INFO when a daemon starts,
+    otherwise at DEBUG (shown with -v), so cron runs do not repeat it every time."""
+    import json
+    import logging
+
+    view = config if isinstance(config, dict) else redacted_view(config)
+    logger.log(
+        logging.INFO if at_start else logging.DEBUG,
+        "effective configuration: %s",
+        json.dumps(view, ensure_ascii=False, sort_keys=True, default=str),
+    )

@@ -6,8 +6,11 @@ Scripts, cron and systemd read these numbers, so they never change meaning:
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import sys
+import time
 import traceback
 from enum import IntEnum
 from typing import TextIO
@@ -42,16 +45,24 @@ EXIT_TABLE: tuple[tuple[ExitStatus, str], ...] = (
     (ExitStatus.TEMP_FAIL, "temporary failure, try again later (lock held, timeout)"),
     (ExitStatus.NO_PERMISSION, "permission denied, authentication failed, host key refused"),
     (ExitStatus.CONFIG, "configuration error"),
-    (ExitStatus.INTERRUPTED, "interrupted by SIGINT"),
+    (
+        ExitStatus.INTERRUPTED,
+        "interrupted by SIGINT (Ctrl-C); by signal N: 128 + N, e.g. 143 SIGTERM",
+    ),
+)
+DAEMON_STOP_NOTE = (
+    "A daemon (run, dispatch --watch) asked to stop with SIGTERM or SIGINT finishes its"
+    " current step and exits 0."
 )
 
 
-def exit_status_for(exc: BaseException) -> ExitStatus:
-    """Map any exception to the exit status a caller should see."""
+def exit_status_for(exc: BaseException) -> int:
+    """Map any exception to the exit status a caller should see (128 + N for signal N)."""
     if isinstance(exc, MintError):
         return ExitStatus(exc.exit_status)
     if isinstance(exc, KeyboardInterrupt):
-        return ExitStatus.INTERRUPTED
+        signum = getattr(exc, "signum", None)
+        return 128 + signum if isinstance(signum, int) else ExitStatus.INTERRUPTED
     if isinstance(exc, FileNotFoundError):
         return ExitStatus.NO_INPUT
     if isinstance(exc, PermissionError):
@@ -66,7 +77,8 @@ def describe(exc: BaseException) -> str:
     from mint_common.logging import redact
 
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        signum = getattr(exc, "signum", None)
+        return f"interrupted by {signal.Signals(signum).name}" if signum else "interrupted"
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, MintError):
         text = f"{type(exc).__name__}: {text}"
@@ -74,19 +86,44 @@ def describe(exc: BaseException) -> str:
 
 
 def report_error(
-    exc: BaseException, tool: str, *, verbose: bool = False, stream: TextIO | None = None
-) -> ExitStatus:
-    """Print the error line (and the traceback when verbose) and return the exit status."""
-    from mint_common.logging import redact
+    exc: BaseException,
+    tool: str,
+    *,
+    verbose: bool = False,
+    stream: TextIO | None = None,
+    as_json: bool = False,
+) -> int:
+    """Print the error line (and the traceback when verbose) and return the exit status.
+
+    With `as_json` (the `--log-format json` of every tool) the line is one JSON object
+    with `level`, `tool`, `message`, `hint` and `exit_status`, like the log lines before it.
+    """
+    from mint_common.logging import local_iso, redact
 
     out = stream if stream is not None else sys.stderr
     status = exit_status_for(exc)
-    if verbose and not isinstance(exc, KeyboardInterrupt):
-        out.write(redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-    out.write(f"{tool}: error: {describe(exc)}\n")
     hint = getattr(exc, "hint", None)
-    if hint:
-        out.write(f"{tool}: hint: {redact(str(hint))}\n")
+    trace = ""
+    if verbose and not isinstance(exc, KeyboardInterrupt):
+        trace = redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    if as_json:
+        entry = {
+            "time": local_iso(time.time()),
+            "level": "ERROR",
+            "tool": tool,
+            "message": describe(exc),
+            "exit_status": int(status),
+        }
+        if hint:
+            entry["hint"] = redact(str(hint))
+        if trace:
+            entry["traceback"] = trace
+        out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    else:
+        out.write(trace)
+        out.write(f"{tool}: error: {describe(exc)}\n")
+        if hint:
+            out.write(f"{tool}: hint: {redact(str(hint))}\n")
     out.flush()
-    logging.getLogger(tool).debug("exiting with status %d (%s)", status, status.name)
+    logging.getLogger(tool).debug("exiting with status %d", status)
     return status

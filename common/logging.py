@@ -88,8 +88,15 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def _local_iso(created: float) -> str:
+def local_iso(created: float) -> str:
     return datetime.fromtimestamp(created).astimezone().isoformat(timespec="seconds")
+
+
+def _rich_time(moment: datetime) -> Any:
+    """The same ISO 8601 stamp as the plain lines (rich's default is `[11/29/26 20:43:24]`)."""
+    from rich.text import Text
+
+    return Text(moment.astimezone().isoformat(timespec="seconds"))
 
 
 class PlainFormatter(logging.Formatter):
@@ -100,7 +107,7 @@ class PlainFormatter(logging.Formatter):
         self.tool = tool
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{_local_iso(record.created)} {record.levelname} {self.tool}: {record.getMessage()}"
+        line = f"{local_iso(record.created)} {record.levelname} {self.tool}: {record.getMessage()}"
         if record.exc_text:
             line += "\n" + record.exc_text
         return line
@@ -115,7 +122,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": _local_iso(record.created),
+            "time": local_iso(record.created),
             "level": record.levelname,
             "tool": self.tool,
             "logger": record.name,
@@ -145,7 +152,11 @@ def _console_handler(tool: str, log_format: str, stream: TextIO) -> logging.Hand
         from rich.logging import RichHandler
 
         return RichHandler(
-            console=Console(file=stream), show_path=False, rich_tracebacks=False, markup=False
+            console=Console(file=stream),
+            show_path=False,
+            rich_tracebacks=False,
+            markup=False,
+            log_time_format=_rich_time,
         )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(tool) if log_format == "json" else PlainFormatter(tool))

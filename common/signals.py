@@ -61,3 +61,30 @@ class GracefulStop:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
+
+
+class Interrupted(KeyboardInterrupt):
+    """A one-shot command was stopped by a signal; it unwinds like Ctrl-C and exits 128 + N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+ONE_SHOT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, _frame: Optional[FrameType]) -> None:
+    raise Interrupted(signum)
+
+
+def interrupt_on_signals() -> None:
+    """Make SIGTERM and SIGHUP unwind a one-shot command like Ctrl-C (cleanup runs, exit 128+N).
+
+    Called in the main thread before a command body runs; a daemon's `GracefulStop`
+    replaces these handlers while it runs its loop and puts them back afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in ONE_SHOT_SIGNALS:
+        signal.signal(signum, _raise_interrupted)

@@ -8,9 +8,11 @@ from typing import Any, Optional
 
 import click
 
-from mint_common.cli import MintGroup, common_options, current_options, exit_with
+from mint_common.cli import DURATION, MintGroup, common_options, current_options, exit_with
 from mint_common.errors import InputError, JobFailed, NoInputError, TryAgainLater
 from mint_common.output import emit_json, emit_table
+from mint_common.terminal import confirm
+from mint_common.timeutil import parse_duration
 
 
 @click.group(cls=MintGroup, tool="mint-burst")
@@ -19,9 +21,10 @@ from mint_common.output import emit_json, emit_table
 def main() -> None:
     """Grow a Slurm/Torque cloud queue with cloud VMs when jobs wait, and shrink it safely.
 
-    Runs on the scheduler's head node. Node names and private IPs come from the
-    seed's hosts.json; the seed's env settings (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME,
-    VC_NAME, ...) are read as they are. See docs/mint-burst.md.
+    Runs on the scheduler's head node. Node names and private IPs come from a
+    hosts.json file ({"IP": "name"}, as the earlier burst agent used); that agent's
+    environment settings (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME, VC_NAME, ...) are read
+    as they are. See docs/mint-burst.md.
     """
 
 
@@ -46,7 +49,7 @@ def run(dry_run: bool, reap_orphans: bool) -> None:
     """
     from mint_burst import service
 
-    config = service.load(current_options().config_file)
+    config = service.load(current_options().config_file, daemon=True)
     service.run_loop(config, dry_run=dry_run, reap_orphans=reap_orphans)
 
 
@@ -58,7 +61,8 @@ def once(dry_run: bool, reap_orphans: bool, as_json: bool) -> None:
     """One reconcile step, for a systemd timer or cron.
 
     Exit 0: done; 1: an action failed; 69: the scheduler could not be read, so
-    nothing was decided; 75: another run holds the lock.
+    nothing was decided; 75: another run holds the lock; 78: a configuration mistake
+    (no such queue, a host the queue does not have, a provider script that is missing).
     """
     from mint_burst import service
 
@@ -131,13 +135,23 @@ def status(as_json: bool, no_scheduler: bool) -> None:
     for node in document["nodes"]:
         if node["launch_error"]:
             click.echo(
-                f"launch of {node['name']} failed, the instance may exist (the next listing"
-                f" decides): {node['launch_error']}"
+                f"launch of {node['name']} failed, the instance may exist (kept until a"
+                f" listing shows it or launch_grace passes): {node['launch_error']}"
             )
     for orphan in document["orphans"]:
         click.echo(f"orphan: {orphan['instance_id']} (node tag {orphan['node'] or '-'})")
     if document["last_error"]:
         click.echo(f"last error: {document['last_error']}")
+
+
+def _fail_window(text: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError(f"expected T,DURATION, got {text!r}")
+        return parse_duration(parts[0]), parse_duration(parts[1])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--squeue-fail-at") from None
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -167,15 +181,35 @@ def check(as_json: bool) -> None:
 @common_options
 @click.option("--force", is_flag=True, help="Do not wait for running jobs: they are requeued.")
 @click.option("--no-wait", is_flag=True, help="Drain and return; nodes with jobs stay draining.")
-def drain_all(force: bool, no_wait: bool) -> None:
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--dry-run", is_flag=True, help="List the nodes it would drain; change nothing.")
+def drain_all(force: bool, no_wait: bool, yes: bool, dry_run: bool) -> None:
     """Drain and remove every burst node (admin). Waits for running jobs unless --force.
 
-    Exit 75 if nodes are still draining when it returns (--no-wait, or a stop signal).
+    On a terminal it lists the nodes and asks first; --yes skips the question (needed
+    when no one is at a terminal). Exit 75 if nodes are still draining when it returns
+    (--no-wait, or a stop signal).
     """
     from mint_burst import service
 
     config = service.load(current_options().config_file)
-    waiting = service.drain_all(config, force=force, wait=not no_wait)
+    engine = None if dry_run else service.drain_engine(config, force=force)
+    nodes = service.drain_candidates(config)
+    listed = [f"{n.name} ({n.instance_id or 'no instance yet'}, {n.phase})" for n in nodes]
+    if dry_run:
+        for line in listed:
+            click.echo(f"would drain and terminate {line}")
+        if not nodes:
+            click.echo("no burst node to drain")
+        return
+    if nodes and not yes:
+        click.echo("burst nodes to drain and terminate:", err=True)
+        for line in listed:
+            click.echo(f"  {line}", err=True)
+        if not confirm(f"drain and terminate these {len(nodes)} node(s)?"):
+            raise JobFailed("not confirmed; nothing was changed")
+    assert engine is not None
+    waiting = service.drain_all(config, engine, force=force, wait=not no_wait)
     if waiting:
         raise TryAgainLater(f"still draining (jobs running): {', '.join(waiting)}")
     click.echo("every burst node is drained and terminating")
@@ -190,12 +224,34 @@ def drain_all(force: bool, no_wait: bool) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="sacct --parsable2 --noheader --format=JobID,Submit,Start,End,NNodes,Partition,State",
 )
-@click.option("--boot-time", default="180", show_default=True, help="Seconds (or 3m) to boot.")
-@click.option("--max-nodes", default=16, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--idle-timeout", default="600", show_default=True, help="Seconds (or 10m).")
-@click.option("--poll-interval", default="60", show_default=True, help="Seconds between steps.")
 @click.option(
-    "--policy", type=click.Choice(["ours", "legacy", "both"]), default="ours", show_default=True
+    "--boot-time",
+    type=DURATION,
+    default="3m",
+    show_default=True,
+    help="How long a node takes to boot (600, 10m, 1h).",
+)
+@click.option("--max-nodes", default=16, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--idle-timeout",
+    type=DURATION,
+    default="10m",
+    show_default=True,
+    help="How long a node may idle before it is removed.",
+)
+@click.option(
+    "--poll-interval",
+    type=DURATION,
+    default="1m",
+    show_default=True,
+    help="How long between reconcile steps.",
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["ours", "legacy", "both"]),
+    default="ours",
+    show_default=True,
+    help="ours: mint-burst's policy; legacy: the earlier burst agent's loop; both: compare.",
 )
 @click.option(
     "--squeue-fail-at",
@@ -206,16 +262,17 @@ def drain_all(force: bool, no_wait: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def simulate(
     trace_file: Path,
-    boot_time: str,
+    boot_time: float,
     max_nodes: int,
-    idle_timeout: str,
-    poll_interval: str,
+    idle_timeout: float,
+    poll_interval: float,
     policy: str,
     squeue_fail_at: Optional[str],
     as_json: bool,
 ) -> None:
     """Replay a job trace through the real policy with a simulated clock and cloud.
 
+    \b
         sacct --parsable2 --noheader -S 2026-10-01 -r cloud \\
           --format=JobID,Submit,Start,End,NNodes,Partition,State > cloud.sacct
         mint-burst simulate --trace cloud.sacct --idle-timeout 300 --policy both
@@ -229,15 +286,7 @@ def simulate(
     except UnicodeDecodeError as exc:
         raise InputError(f"trace file {trace_file} is not UTF-8 text: {exc}") from None
     jobs = sim.parse_sacct(text, str(trace_file))
-    fail = None
-    if squeue_fail_at is not None:
-        parts = squeue_fail_at.split(",")
-        if len(parts) != 2:
-            raise InputError(f"--squeue-fail-at: expected T,DURATION, got {squeue_fail_at!r}")
-        fail = (
-            sim.parse_duration(parts[0], "--squeue-fail-at"),
-            sim.parse_duration(parts[1], "--squeue-fail-at"),
-        )
+    fail = None if squeue_fail_at is None else _fail_window(squeue_fail_at)
     choices: dict[str, tuple[sim.Policy, ...]] = {
         "ours": ("ours",),
         "legacy": ("legacy",),
@@ -247,10 +296,10 @@ def simulate(
         sim.simulate(
             jobs,
             policy=name,
-            boot_time=sim.parse_duration(boot_time, "--boot-time"),
+            boot_time=boot_time,
             max_nodes=max_nodes,
-            idle_timeout=sim.parse_duration(idle_timeout, "--idle-timeout"),
-            poll_interval=sim.parse_duration(poll_interval, "--poll-interval"),
+            idle_timeout=idle_timeout,
+            poll_interval=poll_interval,
             squeue_fail=fail,
         )
         for name in choices[policy]

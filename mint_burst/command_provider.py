@@ -11,7 +11,7 @@ with one JSON object on stdin and must print one JSON object on stdout:
   only; "token" is optional: the create request's token, if the cloud keeps it).
 - delete: {"action": "delete", "cluster", "instance_ids": [...]} -> {} (ids already gone are fine).
 
-The seed's variables (VC_NAME, PROVIDER_NAME, FLAVOR_NAME, IMAGE_NAME,
+The earlier burst agent's variables (VC_NAME, PROVIDER_NAME, FLAVOR_NAME, IMAGE_NAME,
 NFS_MOUNT_POINT, NFS_LOCAL_DIR) are also set in the script's environment.
 Any other non-zero exit, a timeout, or output that is not such an object raises.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from mint_burst.config import BurstConfig
 from mint_burst.model import Instance
 from mint_burst.provider import LaunchRequest
 from mint_burst.scheduler import MAX_JSON_VALUES, MAX_OUTPUT_BYTES, check_json_size, last_line
-from mint_common.errors import InputError, TryAgainLater, UnavailableError
+from mint_common.errors import ConfigError, InputError, TryAgainLater, UnavailableError
 from mint_common.proc import run_command
 
 
@@ -147,11 +148,26 @@ class CommandProvider:
         if instance_ids:
             self._call("delete", self.settings.delete, {"instance_ids": list(instance_ids)})
 
-    def check(self) -> list[tuple[str, str]]:
+    def validate_commands(self) -> None:
+        """A script that is missing or not executable is a configuration mistake (78) at
+        start-up, not a failure of every step that would read as "try again later"."""
         for key in ("create", "list", "delete"):
             program = getattr(self.settings, key)[0]
-            if os.sep in program and not os.access(program, os.X_OK):
-                raise UnavailableError(f"command.{key}: {program} is not an executable file")
+            if os.sep in program:
+                if not (os.path.isfile(program) and os.access(program, os.X_OK)):
+                    what = "is not executable" if os.path.isfile(program) else "does not exist"
+                    raise ConfigError(
+                        f"key 'command.{key}': {program} {what}",
+                        hint=f"install the site script or correct command.{key}",
+                    )
+            elif shutil.which(program) is None:
+                raise ConfigError(
+                    f"key 'command.{key}': no program {program!r} on PATH",
+                    hint=f"give the full path in command.{key}",
+                )
+
+    def check(self) -> list[tuple[str, str]]:
+        self.validate_commands()
         count = len(self.list_instances())
         return [("command provider list", f"list script answered ({count} instance(s))")]
 

@@ -1,6 +1,6 @@
 """mint-burst settings: one frozen dataclass, loaded by mint_common.config.
 
-The seed agent's environment variables (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME,
+The earlier burst agent's environment variables (QUEUE_NAME, CLEANUP_NODE_WAIT_TIME,
 NFS_MOUNT_POINT, NFS_LOCAL_DIR, PROVIDER_NAME, FLAVOR_NAME, IMAGE_NAME,
 VC_NAME) are read under their own names and accepted as key names in YAML,
 so a site's `env` file keeps working (for example as a systemd EnvironmentFile).
@@ -14,17 +14,28 @@ from typing import List, Literal, Optional
 
 from mint_burst.model import Host
 from mint_burst.policy import PolicySettings
+from mint_common.config import tool_state_dir
 from mint_common.errors import ConfigError
+from mint_common.timeutil import Duration
 
 TOOL = "mint-burst"
 
 
-def _legacy(name: str) -> dict[str, tuple[str, ...]]:
-    return {"aliases": (name,), "env": (name,)}
+def _legacy(name: str, **limits: float) -> dict[str, object]:
+    return {"aliases": (name,), "env": (name,), **limits}
 
 
-def _default_state_file() -> Path:
-    return Path.home() / ".local" / "state" / "mint-burst" / "state.json"
+POSITIVE = {"above": 0}
+NOT_NEGATIVE = {"min": 0}
+
+
+def default_state_file() -> Path:
+    return tool_state_dir(TOOL) / "state.json"
+
+
+def old_default_state_dir() -> Path:
+    """Where the state lived before the shared layout (it ignored XDG_STATE_HOME)."""
+    return Path.home() / ".local" / "state" / "mint-burst"
 
 
 @dataclass(frozen=True)
@@ -41,7 +52,7 @@ class Ec2Settings:
     security_group_ids: list[str] = field(default_factory=list)
     key_name: Optional[str] = None
     iam_instance_profile: Optional[str] = None
-    capacity_backoff: float = 600.0
+    capacity_backoff: Duration = field(default=Duration(600))
     max_attempts: int = 5
     tags: dict[str, str] = field(default_factory=dict)
     user_data_file: Optional[Path] = None
@@ -55,7 +66,7 @@ class CommandSettings:
     delete: List[str] = field(default_factory=list)
     # Named after the action; declared last because it shadows the builtin in the class body.
     list: List[str] = field(default_factory=list)
-    timeout: float = 900.0
+    timeout: Duration = field(default=Duration(900))
 
 
 @dataclass(frozen=True)
@@ -64,14 +75,16 @@ class BurstConfig:
     queue: str = field(default="cloud", metadata=_legacy("QUEUE_NAME"))
     cluster: str = field(default="mint-burst", metadata=_legacy("VC_NAME"))
     hosts_file: Path = Path("/etc/mint/burst-hosts.json")
-    max_nodes: Optional[int] = None
-    max_node_hours_per_day: Optional[float] = None
-    idle_timeout: float = field(default=600.0, metadata=_legacy("CLEANUP_NODE_WAIT_TIME"))
-    boot_timeout: float = 900.0
-    poll_interval: float = 60.0
-    launch_grace: float = 300.0
-    state_file: Path = field(default_factory=_default_state_file)
-    command_timeout: float = 60.0
+    max_nodes: Optional[int] = field(default=None, metadata={"min": 1})
+    max_node_hours_per_day: Optional[float] = field(default=None, metadata=POSITIVE)
+    idle_timeout: Duration = field(
+        default=Duration(600), metadata=_legacy("CLEANUP_NODE_WAIT_TIME", min=0)
+    )
+    boot_timeout: Duration = field(default=Duration(900), metadata=POSITIVE)
+    poll_interval: Duration = field(default=Duration(60), metadata=POSITIVE)
+    launch_grace: Duration = field(default=Duration(300), metadata=NOT_NEGATIVE)
+    state_file: Path = field(default_factory=default_state_file)
+    command_timeout: Duration = field(default=Duration(60), metadata=POSITIVE)
     admin_command_prefix: list[str] = field(default_factory=list)
     provider: Literal["ec2", "command"] = "ec2"
     provider_name: str = field(default="aws", metadata=_legacy("PROVIDER_NAME"))
@@ -83,20 +96,17 @@ class BurstConfig:
     command: CommandSettings = field(default_factory=CommandSettings)
 
     def validate(self) -> None:
-        for key in ("idle_timeout", "boot_timeout", "poll_interval", "command_timeout"):
-            value = getattr(self, key)
-            if value <= 0 and not (key == "idle_timeout" and value == 0):
-                raise ConfigError(f"key {key!r}: must be positive, got {value!r}")
-        if self.max_nodes is not None and self.max_nodes < 1:
-            raise ConfigError(f"key 'max_nodes': must be at least 1, got {self.max_nodes}")
-        if self.max_node_hours_per_day is not None and self.max_node_hours_per_day <= 0:
-            raise ConfigError(
-                f"key 'max_node_hours_per_day': must be positive, got {self.max_node_hours_per_day}"
-            )
         if self.nfs_mount_point is not None and ":" not in self.nfs_mount_point:
             raise ConfigError(
                 f"key 'nfs_mount_point' (NFS_MOUNT_POINT): expected server:/directory,"
                 f" got {self.nfs_mount_point!r}"
+            )
+        # Range metadata is not applied inside nested sections, so they are checked here.
+        if self.ec2.capacity_backoff < 0 or self.ec2.max_attempts < 1:
+            raise ConfigError("keys 'ec2.capacity_backoff' >= 0 and 'ec2.max_attempts' >= 1")
+        if self.command.timeout <= 0:
+            raise ConfigError(
+                f"key 'command.timeout': must be greater than 0, got {self.command.timeout:g}"
             )
         if self.provider == "ec2":
             self._validate_ec2()
@@ -124,8 +134,6 @@ class BurstConfig:
             raise ConfigError(
                 "provider ec2 needs 'ec2.subnets': the node's fixed private IP must lie in one"
             )
-        if ec2.capacity_backoff < 0 or ec2.max_attempts < 1:
-            raise ConfigError("keys 'ec2.capacity_backoff' >= 0 and 'ec2.max_attempts' >= 1")
 
     @property
     def ami(self) -> Optional[str]:

@@ -94,14 +94,22 @@ def translate(exc: Exception, what: str) -> MintError:
 def make_client(config: BurstConfig) -> Any:
     import boto3
     from botocore.config import Config
+    from botocore.exceptions import NoRegionError
 
     retries = {"mode": "standard", "total_max_attempts": config.ec2.max_attempts}
-    return boto3.client(
-        "ec2",
-        region_name=config.ec2.region,
-        endpoint_url=config.ec2.endpoint_url,
-        config=Config(retries=retries, connect_timeout=10, read_timeout=60),
-    )
+    try:
+        return boto3.client(
+            "ec2",
+            region_name=config.ec2.region,
+            endpoint_url=config.ec2.endpoint_url,
+            config=Config(retries=retries, connect_timeout=10, read_timeout=60),
+        )
+    except NoRegionError:
+        raise ConfigError(
+            "provider ec2 needs a region: key 'ec2.region' is not set and the AWS"
+            " configuration names none",
+            hint="set ec2.region (for example ap-northeast-1) or AWS_DEFAULT_REGION",
+        ) from None
 
 
 class Ec2Provider:

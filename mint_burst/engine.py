@@ -31,7 +31,7 @@ from mint_burst.model import (
 )
 from mint_burst.policy import PolicySettings, decide
 from mint_burst.provider import LaunchRequest, Provider
-from mint_burst.scheduler import Scheduler
+from mint_burst.scheduler import Scheduler, UnknownNode
 from mint_burst.state import StateStore
 from mint_common.errors import AuthError, ConfigError, MintError, TryAgainLater
 
@@ -168,9 +168,14 @@ class Engine:
                     and not self.dry_run
                 ):
                     self._terminate_quietly([instance.instance_id], report)
-            elif record.launch_error and record.instance_id is None:
-                # This listing was taken after the failed launch returned, and it shows no
-                # instance with the node's tag or the launch's token: nothing was created.
+            elif (
+                record.launch_error
+                and record.instance_id is None
+                and now - record.launched_at > self.launch_grace
+            ):
+                # A failed launch may still have created an instance that a listing does not
+                # show yet (EC2 describe is eventually consistent): only after the grace do
+                # listings without the node's tag or the launch's token prove there is none.
                 log.warning(
                     "node %s: its failed launch (%s) created no instance; freeing the name",
                     record.name,
@@ -332,9 +337,10 @@ class Engine:
                 report.errors.append(f"launch {request.node}: {error}")
             else:
                 record.launch_error = error
-                record.note = "launch failed, the instance may exist: the next listing decides"
+                record.note = "launch failed, the instance may exist: a listing decides"
                 report.errors.append(
-                    f"launch {request.node} (kept until the next listing): {error}"
+                    f"launch {request.node} (kept until a listing shows it or launch_grace"
+                    f" passes): {error}"
                 )
         self._save(table)
 
@@ -356,6 +362,11 @@ class Engine:
         must_leave = action.kind == "remove"
         try:
             left = self.scheduler.leave_cluster(record.name)
+        except UnknownNode as exc:
+            # No job can run on a node the scheduler does not know; keeping it would
+            # bill the VM forever.
+            log.warning("node %s: %s; terminating its instance", record.name, exc.message)
+            left = True
         except MintError as exc:
             if must_leave:
                 report.errors.append(f"leave {record.name}: {exc.message}; keeping it")
@@ -398,6 +409,9 @@ class Engine:
                 continue
             try:
                 left = self.scheduler.leave_cluster(record.name, force=force)
+            except UnknownNode as exc:
+                log.warning("node %s: %s; terminating its instance", record.name, exc.message)
+                left = True
             except MintError as exc:
                 if not force:
                     raise

@@ -1,4 +1,4 @@
-"""hosts.json, the seed's list of burst nodes: `{"<private IP>": "<node name>", ...}`.
+"""hosts.json, the list of burst nodes: `{"<private IP>": "<node name>", ...}`.
 
 Its order is the order names are handed out; its size is the hard cap on nodes.
 """
@@ -58,7 +58,7 @@ def load_hosts(path: Path) -> tuple[Host, ...]:
     except FileNotFoundError:
         raise NoInputError(
             f"host list {path} does not exist",
-            hint='write the burst nodes as {"IP": "hostname"} (the seed\'s hosts.json)',
+            hint='write the burst nodes as {"IP": "hostname", ...}, one entry per node',
         ) from None
     if size > MAX_HOSTS_FILE_BYTES:
         raise ConfigError(f"host list {path} is {size} bytes; refusing more than 1 MiB")

@@ -164,7 +164,7 @@ class NodeRecord:
     note: str = ""
     # Set when the launch call failed in a way that may still have created the VM (a
     # timeout, a lost answer, a script that died after creating it): the record stays
-    # until the next listing adopts the instance or shows that none exists.
+    # until a listing adopts the instance, or launch_grace passes without one showing it.
     launch_error: str = ""
 
     def to_json(self) -> dict[str, Any]:

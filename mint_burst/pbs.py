@@ -17,8 +17,14 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from mint_burst.model import Job, NodeState, QueueStatus
-from mint_burst.scheduler import MAX_JSON_VALUES, CommandRunner, check_json_size, message
-from mint_common.errors import ConfigError, InputError, UnavailableError
+from mint_burst.scheduler import (
+    MAX_JSON_VALUES,
+    CommandRunner,
+    UnknownNode,
+    check_json_size,
+    message,
+)
+from mint_common.errors import ConfigError, InputError
 
 PENDING = {"Q": "", "H": "held", "W": "begintime", "T": ""}
 RUNNING = {"R", "E", "S", "B", "U"}
@@ -237,8 +243,11 @@ class PbsScheduler:
         argv = ["pbsnodes", "-F", "json", node] if node else ["pbsnodes", "-a", "-F", "json"]
         return parse_pbsnodes_json(self.runner.run(argv))
 
-    def check_queue(self) -> None:
+    def check_queue(self) -> tuple[str, ...]:
         self._qstat(["qstat", "-Q", self.queue])
+        # PBS binds nodes to queues loosely (queue resources, node properties): every
+        # node the server knows may serve the queue.
+        return tuple(self._nodes())
 
     def _qstat(self, argv: list[str]) -> str:
         result = self.runner.call(argv)
@@ -261,7 +270,7 @@ class PbsScheduler:
     def _node(self, node: str) -> tuple[NodeState, list[str]]:
         nodes = self._nodes(node)
         if node not in nodes:
-            raise UnavailableError(f"pbsnodes does not know node {node!r}")
+            raise UnknownNode(f"pbsnodes does not know node {node!r}")
         return nodes[node]
 
     def join_cluster(self, node: str) -> None:

@@ -1,4 +1,4 @@
-"""The scheduler interface (the seed's get_status / join_cluster / leave_cluster /
+"""The scheduler interface (the earlier burst agent's get_status / join_cluster / leave_cluster /
 check_version, plus node_jobs) and what the adapters share.
 
 A command that fails, times out or prints something we cannot parse raises:
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Callable, Optional, Protocol
 
 from mint_burst.model import QueueStatus
-from mint_common.errors import InputError, UnavailableError
+from mint_common.errors import ConfigError, InputError, UnavailableError
 from mint_common.proc import run_command
 
 Runner = Callable[..., "CompletedLike"]
@@ -29,6 +29,10 @@ MAX_LINES = 100_000
 MAX_JSON_VALUES = 500_000
 # How much of the end of an error output is searched for its last line.
 LAST_LINE_SCAN = 64 * 1024
+
+
+class UnknownNode(ConfigError):
+    """The scheduler has no node of that name: it was never in its configuration."""
 
 
 class CompletedLike(Protocol):
@@ -57,8 +61,11 @@ class Scheduler(Protocol):
 class QueueScheduler(Scheduler, Protocol):
     """A real scheduler's adapter: it can also tell whether the configured queue exists."""
 
-    def check_queue(self) -> None:
-        """Raise ConfigError if the queue does not exist (UnavailableError if no answer)."""
+    def check_queue(self) -> tuple[str, ...]:
+        """The names of the nodes that serve the queue.
+
+        ConfigError if the queue does not exist (UnavailableError if no answer).
+        """
 
 
 class CommandRunner:

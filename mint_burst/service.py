@@ -8,30 +8,55 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
-from mint_burst.config import TOOL, BurstConfig
+from mint_burst.config import TOOL, BurstConfig, default_state_file, old_default_state_dir
 from mint_burst.engine import Engine, StepReport
 from mint_burst.hosts import load_hosts
-from mint_burst.model import Host, NodeTable, QueueStatus, utc_day
-from mint_burst.policy import Demand, PolicySettings, demand
+from mint_burst.model import TERMINATING, Host, NodeRecord, NodeTable, QueueStatus, utc_day
+from mint_burst.policy import Demand, demand
 from mint_burst.provider import Provider, render_user_data
 from mint_burst.scheduler import CommandRunner, QueueScheduler
 from mint_burst.state import FileStore
-from mint_common.checks import CheckRunner
-from mint_common.config import load_config, redacted_view
+from mint_common.checks import SKIP, WARN, CheckResult, CheckRunner
+from mint_common.config import load_config, log_effective_config, migrate_state_dir
 from mint_common.errors import ConfigError, MintError, UnavailableError
 from mint_common.extras import require_extra
 from mint_common.files import SingleInstanceLock
 from mint_common.signals import GracefulStop
+from mint_common.timeutil import iso_from_epoch
 
 log = logging.getLogger(__name__)
 
 
-def load(config_file: Any = None) -> BurstConfig:
+def load(config_file: Any = None, *, daemon: bool = False) -> BurstConfig:
+    """The configuration, with the state moved from its old place if needed.
+
+    It is logged at DEBUG (-v), so a cron `once` does not repeat it; the daemon
+    (`daemon=True`) logs it at INFO when its loop starts.
+    """
     config = load_config(BurstConfig, TOOL, config_file=config_file)
-    log.debug("effective configuration: %s", redacted_view(config))
+    if not daemon:
+        log_effective_config(log, config, at_start=False)
+    migrate_state(config)
     return config
+
+
+def migrate_state(config: BurstConfig) -> None:
+    """Move the state directory of earlier releases to the shared layout, losing nothing.
+
+    Only when the state file is the default one. The move happens under the old
+    directory's lock, so a `once` of the earlier release finishes its step first; the
+    lock file moves with the directory (the same inode), so the lock stays held.
+    """
+    old, new = old_default_state_dir(), config.state_file.parent
+    if config.state_file != default_state_file() or old == new or not old.is_dir():
+        return
+    if new.exists():
+        migrate_state_dir(old, new)  # only warns that the old one is left alone
+        return
+    with SingleInstanceLock(old / (config.state_file.name + ".lock")):
+        migrate_state_dir(old, new)
 
 
 def build_scheduler(config: BurstConfig) -> QueueScheduler:
@@ -49,7 +74,9 @@ def build_provider(config: BurstConfig) -> Provider:
     if config.provider == "command":
         from mint_burst.command_provider import CommandProvider
 
-        return CommandProvider(config)
+        provider = CommandProvider(config)
+        provider.validate_commands()
+        return provider
     require_extra(TOOL, "burst", ("boto3",))
     from mint_burst.ec2 import Ec2Provider
 
@@ -87,6 +114,7 @@ def build_engine(
 
 def run_once(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> StepReport:
     engine = build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
+    check_startup(config, engine, build_scheduler(config))
     if dry_run:
         return engine.step()
     with SingleInstanceLock(config.lock_file):
@@ -104,16 +132,36 @@ def _guarded_step(engine: Engine) -> StepReport:
         raise
 
 
-def check_startup(config: BurstConfig, engine: Engine) -> None:
-    """Find configuration mistakes before the loop (78), where no step failure can hide them."""
+def check_startup(config: BurstConfig, engine: Engine, scheduler: QueueScheduler) -> None:
+    """Find configuration mistakes before any step (78), where no step failure can hide them.
+
+    A scheduler that does not answer now is no configuration mistake: the steps report it.
+    """
     for host in engine.settings.hosts:
         engine.user_data(host)
     try:
-        build_scheduler(config).check_queue()
+        known = scheduler.check_queue()
     except ConfigError:
         raise
     except MintError as exc:
         log.warning("cannot ask the scheduler whether queue %r exists yet: %s", config.queue, exc)
+        return
+    require_known_hosts(config, engine.settings.hosts, known)
+
+
+def require_known_hosts(
+    config: BurstConfig, hosts: tuple[Host, ...], known: tuple[str, ...]
+) -> None:
+    """A host the queue does not have would boot and never join, billed until someone looks."""
+    unknown = [h.name for h in hosts if h.name not in known]
+    if not unknown:
+        return
+    raise ConfigError(
+        f"host list {config.hosts_file}: {', '.join(unknown[:10])} not among the nodes of"
+        f" queue {config.queue!r} ({', '.join(known[:10]) or 'none'})",
+        hint=f"add them to the scheduler's configuration for queue {config.queue!r}"
+        " (slurm.conf: NodeName and the partition's Nodes) or remove them from the host list",
+    )
 
 
 def run_loop(
@@ -123,38 +171,44 @@ def run_loop(
 
     `engine` is built from the configuration unless given (tests give one with doubles).
     """
-    engine = engine or build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
-    log.info("effective configuration: %s", redacted_view(config))
-    check_startup(config, engine)
-    steps = 0
-    lock = None if dry_run else SingleInstanceLock(config.lock_file)
-    if lock is not None:
-        lock.acquire()
-    try:
-        with GracefulStop() as stop:
-            while not stop.stop_requested.is_set():
-                started = time.monotonic()
-                try:
-                    report = _guarded_step(engine)
-                    log_report(report, dry_run=dry_run)
-                except MintError as exc:
-                    log.error("step failed: %s", exc.message)
-                except Exception as exc:
-                    # Whatever one step throws (a bug, a reply no parser foresaw), the
-                    # next step runs; the state's last_error shows it to `status`.
-                    log.error(
-                        "step failed: unexpected %s: %s",
-                        type(exc).__name__,
-                        exc,
-                        exc_info=log.isEnabledFor(logging.DEBUG),
-                    )
-                steps += 1
-                stop.wait(config.poll_interval - (time.monotonic() - started))
-        log.info("stopped after %d step(s)", steps)
-        return steps
-    finally:
+    # Stopping while it starts up (reading the scheduler can take a while) is a stop too.
+    with GracefulStop() as stop:
+        log_effective_config(log, config, at_start=True)
+        engine = engine or build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
+        check_startup(config, engine, build_scheduler(config))
+        lock = None if dry_run else SingleInstanceLock(config.lock_file)
         if lock is not None:
-            lock.release()
+            lock.acquire()
+        try:
+            steps = _loop(config, engine, stop, dry_run=dry_run)
+        finally:
+            if lock is not None:
+                lock.release()
+    log.info("stopped after %d step(s)", steps)
+    return steps
+
+
+def _loop(config: BurstConfig, engine: Engine, stop: GracefulStop, *, dry_run: bool) -> int:
+    steps = 0
+    while not stop.stop_requested.is_set():
+        started = time.monotonic()
+        try:
+            report = _guarded_step(engine)
+            log_report(report, dry_run=dry_run)
+        except MintError as exc:
+            log.error("step failed: %s", exc.message)
+        except Exception as exc:
+            # Whatever one step throws (a bug, a reply no parser foresaw), the
+            # next step runs; the state's last_error shows it to `status`.
+            log.error(
+                "step failed: unexpected %s: %s",
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
+        steps += 1
+        stop.wait(config.poll_interval - (time.monotonic() - started))
+    return steps
 
 
 def log_report(report: StepReport, *, dry_run: bool) -> None:
@@ -168,7 +222,15 @@ def log_report(report: StepReport, *, dry_run: bool) -> None:
         log.info("%s", note)
 
 
-def drain_all(config: BurstConfig, *, force: bool, wait: bool) -> list[str]:
+def drain_candidates(config: BurstConfig) -> list[NodeRecord]:
+    """The burst nodes drain-all would take out (from the state file), newest first."""
+    table = FileStore(config.state_file).load()
+    live = [r for r in table.records.values() if r.phase != TERMINATING]
+    return sorted(live, key=lambda r: r.launched_at, reverse=True)
+
+
+def drain_engine(config: BurstConfig, *, force: bool) -> Engine:
+    """The engine for drain-all, after the start-up checks (78 before anything is asked)."""
     engine = build_engine(config)
     try:
         build_scheduler(config).check_queue()
@@ -176,6 +238,10 @@ def drain_all(config: BurstConfig, *, force: bool, wait: bool) -> list[str]:
         if not force:
             raise
         log.warning("cannot reach the scheduler (%s); --force goes on", exc.message)
+    return engine
+
+
+def drain_all(config: BurstConfig, engine: Engine, *, force: bool, wait: bool) -> list[str]:
     with SingleInstanceLock(config.lock_file), GracefulStop() as stop:
         while True:
             waiting = engine.drain_all(force=force)
@@ -224,6 +290,7 @@ class StatusView:
             queue = {"not_read": True}
         return {
             "queue": queue,
+            "heartbeat_at": iso_from_epoch(self.table.heartbeat),
             "heartbeat": self.table.heartbeat,
             "heartbeat_age_s": self.heartbeat_age,
             "stale": self.stale,
@@ -232,15 +299,36 @@ class StatusView:
             "node_hours_today": round(self.table.node_hours_on(utc_day(self.now)), 3),
             "nodes": [
                 {
-                    **r.to_json(),
+                    **_with_iso_times(r.to_json()),
                     "age_s": round(self.now - r.launched_at, 1),
                     "in_phase_s": round(self.now - r.phase_since, 1),
                     "idle_s": None if r.idle_since is None else round(self.now - r.idle_since, 1),
                 }
-                for r in sorted(self.table.records.values(), key=lambda r: r.name)
+                for r in sorted(
+                    self.table.records.values(), key=lambda r: r.launched_at, reverse=True
+                )
             ],
-            "orphans": [vars(o) for o in self.table.orphans],
+            "orphans": [_with_iso_times(vars(o)) for o in self.table.orphans],
         }
+
+
+# Epoch fields of a node record or instance and the ISO 8601 field shown beside each.
+# `launched_at` and `joined_at` carried epoch seconds before ISO times were the rule:
+# scripts may do arithmetic on them, so they keep that meaning until the next release.
+_EPOCH_FIELDS = {
+    "launched_at": "launched_at_iso",
+    "joined_at": "joined_at_iso",
+    "phase_since": "phase_since_at",
+    "idle_since": "idle_since_at",
+}
+
+
+def _with_iso_times(document: dict[str, Any]) -> dict[str, Any]:
+    shown = dict(document)
+    for old, new in _EPOCH_FIELDS.items():
+        if old in document:
+            shown[new] = iso_from_epoch(document[old])
+    return shown
 
 
 def status(config: BurstConfig, *, read_scheduler: bool) -> StatusView:
@@ -267,11 +355,23 @@ def status(config: BurstConfig, *, read_scheduler: bool) -> StatusView:
 
 
 class BurstChecks(CheckRunner):
-    """The checks, remembering a queue that does not exist (`check` then exits 78)."""
+    """The checks, remembering a configuration mistake (`check` then exits 78)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.config_error: Optional[ConfigError] = None
+
+    def config_errors(self, check: Callable[[], Any]) -> Callable[[], Any]:
+        """`check`, noting the first ConfigError it raises (the row still shows FAIL)."""
+
+        def noted() -> Any:
+            try:
+                return check()
+            except ConfigError as exc:
+                self.config_error = self.config_error or exc
+                raise
+
+        return noted
 
 
 def run_checks(config_file: Any) -> BurstChecks:
@@ -291,7 +391,7 @@ def run_checks(config_file: Any) -> BurstChecks:
         holder["hosts"] = hosts
         detail = f"{len(hosts)} host(s) in {config.hosts_file}"
         if config.max_nodes is not None and config.max_nodes > len(hosts):
-            return ("warn", f"{detail}; max_nodes {config.max_nodes} is more than the host list")
+            return (WARN, f"{detail}; max_nodes {config.max_nodes} is more than the host list")
         return detail
 
     runner.run("host list", check_hosts, requires="config")
@@ -300,16 +400,15 @@ def run_checks(config_file: Any) -> BurstChecks:
 
     def check_queue() -> Any:
         assert config is not None and scheduler is not None
-        try:
-            return _queue_detail(scheduler, config.policy_settings(holder.get("hosts", ())))
-        except ConfigError as exc:
-            runner.config_error = exc
-            raise
+        return _queue_detail(scheduler, config, holder.get("hosts", ()))
 
-    runner.run("scheduler queue", check_queue, requires="scheduler commands")
+    runner.run("scheduler queue", runner.config_errors(check_queue), requires="scheduler commands")
     runner.run(
-        "provider", lambda: _provider_detail(config, holder.get("hosts", ())), requires="config"
+        "provider",
+        runner.config_errors(lambda: _provider_detail(config, holder)),
+        requires="config",
     )
+    runner.run("ec2 host addresses", lambda: _address_detail(holder, config), requires="provider")
     runner.run("state file", lambda: _state_detail(config), requires="config")
     return runner
 
@@ -319,50 +418,53 @@ def _version(scheduler: Optional[QueueScheduler]) -> str:
     return scheduler.check_version()
 
 
-def _queue_detail(scheduler: QueueScheduler, settings: PolicySettings) -> Any:
-    scheduler.check_queue()
+def _queue_detail(scheduler: QueueScheduler, config: BurstConfig, hosts: tuple[Host, ...]) -> Any:
+    require_known_hosts(config, hosts, scheduler.check_queue())
+    settings = config.policy_settings(hosts)
     queue = scheduler.get_status()
     detail = (
         f"queue {queue.queue!r}: {len(queue.pending)} pending, {len(queue.running)} running,"
         f" {len(queue.nodes)} node(s)"
     )
-    warnings = []
-    unknown = [h.name for h in settings.hosts if h.name not in queue.nodes]
-    if unknown:
-        warnings.append(f"not in the queue's node list: {', '.join(unknown[:10])}")
     never = demand(queue, settings, time.time()).unservable
     if never:
         listed = "; ".join(f"job {j}: {w}" for j, w in list(never.items())[:10])
-        warnings.append(f"{len(never)} job(s) no burst node will ever serve: {listed}")
-    if warnings:
-        return ("warn", f"{detail}; {'; '.join(warnings)}")
+        return (WARN, f"{detail}; {len(never)} job(s) no burst node will ever serve: {listed}")
     return detail
 
 
-def _provider_detail(config: Optional[BurstConfig], hosts: tuple[Host, ...]) -> str:
+def _provider_detail(config: Optional[BurstConfig], holder: dict[str, Any]) -> str:
     assert config is not None
-    provider = build_provider(config)
-    results = provider.check()
+    holder["provider"] = provider = build_provider(config)
+    return "; ".join(detail for _name, detail in provider.check())
+
+
+def _address_detail(holder: dict[str, Any], config: Optional[BurstConfig]) -> Any:
     from mint_burst.ec2 import Ec2Provider
 
-    if isinstance(provider, Ec2Provider):
-        for host in hosts:
-            provider.options(host.ip)
-        results.append(("ec2 host addresses", f"all {len(hosts)} host IPs lie in ec2.subnets"))
-    return "; ".join(detail for _name, detail in results)
+    provider = holder.get("provider")
+    hosts: tuple[Host, ...] = holder.get("hosts", ())
+    if not isinstance(provider, Ec2Provider):
+        assert config is not None
+        return CheckResult(
+            "ec2 host addresses", SKIP, f"provider {config.provider}: its scripts place the nodes"
+        )
+    for host in hosts:
+        provider.options(host.ip)
+    return f"all {len(hosts)} host IPs lie in ec2.subnets"
 
 
 def _state_detail(config: Optional[BurstConfig]) -> Any:
     assert config is not None
     table = FileStore(config.state_file).load()
     if table.heartbeat is None:
-        return ("warn", f"{config.state_file}: no heartbeat yet (never ran)")
+        return (WARN, f"{config.state_file}: no heartbeat yet (never ran)")
     age = time.time() - table.heartbeat
     detail = f"{config.state_file}: {len(table.records)} node(s), heartbeat {age:.0f} s ago"
     if table.orphans:
-        return ("warn", f"{detail}; {len(table.orphans)} tagged instance(s) without a record")
+        return (WARN, f"{detail}; {len(table.orphans)} tagged instance(s) without a record")
     if age > 3 * config.poll_interval:
-        return ("warn", f"{detail}: stale (more than 3 poll intervals)")
+        return (WARN, f"{detail}: stale (more than 3 poll intervals)")
     return detail
 
 

@@ -3,7 +3,7 @@
 A simulated clock, Slurm-like scheduler (strict FIFO onto idle joined nodes;
 a job killed by a node removal is requeued and rerun from the start) and cloud
 provider stand in for the world. `ours` runs the real Engine (and so the real
-policy) every `poll_interval`; `legacy` models the seed's agent loop: read
+policy) every `poll_interval`; `legacy` models the earlier burst agent's loop: read
 pending/running counts (a failed read counts as 0/0), add one node and block
 until it has booted, or wait CLEANUP_NODE_WAIT_TIME and then delete every node
 if the queue still looks empty.
@@ -16,7 +16,6 @@ import datetime as dt
 import heapq
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Optional
@@ -31,7 +30,6 @@ from mint_common.errors import InputError, UnavailableError
 Policy = Literal["ours", "legacy"]
 TICK = 5.0
 MAX_TRACE_JOBS = 1_000_000
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smh]?)$")
 
 
 @dataclass(frozen=True)
@@ -40,13 +38,6 @@ class TraceJob:
     submit: float
     runtime: float
     nodes: int
-
-
-def parse_duration(text: str, what: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise InputError(f"{what}: expected seconds or a number with s, m or h, got {text!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
 def _timestamp(text: str) -> Optional[float]:
@@ -358,7 +349,7 @@ def _run_legacy(
         try:
             status = scheduler.get_status()
         except UnavailableError:
-            return 0, 0  # the seed's get_status counts lines of a failed squeue: none
+            return 0, 0  # the earlier agent's get_status counts lines of a failed squeue: none
         return len(status.pending), len(status.running)
 
     while not world.finished() and world.now < horizon:

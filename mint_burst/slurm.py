@@ -24,8 +24,8 @@ from typing import Optional
 
 from mint_burst.hostlist import MAX_NAMES_PER_ANSWER, NameBudget, expand_hostlist
 from mint_burst.model import JOINABLE_STATES, Job, NodeState, Partition, QueueStatus
-from mint_burst.scheduler import MAX_LINES, CommandRunner, iter_lines, message
-from mint_common.errors import ConfigError, InputError, UnavailableError
+from mint_burst.scheduler import MAX_LINES, CommandRunner, UnknownNode, iter_lines, message
+from mint_common.errors import ConfigError, InputError
 
 SQUEUE_FORMAT = "%i|%T|%D|%Q|%F|%K|%S|%N|%n|%E|%r"
 SQUEUE_FIELDS = SQUEUE_FORMAT.count("|") + 1
@@ -64,6 +64,7 @@ NO_VALUE = frozenset({"", "(null)", "N/A", "None", "Unknown"})
 _NODE_STATE = re.compile(r"^([a-z_]+)((?:\+[a-z_]+)*)([*~#!%$@^+-]*)$")
 _VERSION = re.compile(r"^slurm(?:-wlm)?\s+(\S+)\s*$")
 _PARTITION_NOT_FOUND = re.compile(r"^Partition \S+ not found$", re.MULTILINE)
+_INVALID_NODE = re.compile(r"Invalid node name specified")
 _TASKS = re.compile(r"^([0-9]{1,9})(?:-([0-9]{1,9}))?(?::([0-9]{1,9}))?$")
 _COUNT = re.compile(r"^[0-9]{1,9}$")
 LEAVE_REASON = "mint-burst: leaving the cluster"
@@ -262,8 +263,8 @@ class SlurmScheduler:
         self.queue = queue
         self.runner = runner
 
-    def check_queue(self) -> None:
-        self._partition()
+    def check_queue(self) -> tuple[str, ...]:
+        return self._partition().nodes
 
     def _partition(self) -> Partition:
         argv = ["scontrol", "--oneliner", "show", "partition", self.queue]
@@ -324,7 +325,7 @@ class SlurmScheduler:
             )
         )
         if node not in nodes:
-            raise UnavailableError(f"slurm does not know node {node!r} (is it in slurm.conf?)")
+            raise UnknownNode(f"slurm does not know node {node!r} (is it in slurm.conf?)")
         return nodes[node]
 
     def join_cluster(self, node: str) -> None:
@@ -361,4 +362,9 @@ class SlurmScheduler:
         argv = ["scontrol", "update", f"NodeName={node}", f"State={state}"]
         if reason:
             argv.append(f"Reason={reason}")
-        self.runner.run(argv, admin=True)
+        result = self.runner.call(argv, admin=True)
+        if result.returncode != 0 and _INVALID_NODE.search(result.stdout + result.stderr):
+            raise UnknownNode(
+                f"slurm does not know node {node!r}: {message(result)} (is it in slurm.conf?)"
+            )
+        self.runner.checked(argv, result)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import random
@@ -54,6 +53,7 @@ from mint_common.errors import (
 )
 from mint_common.files import safe_join
 from mint_common.logging import redact
+from mint_common.timeutil import now_iso
 from mint_poll.api import (
     STD_NAMES,
     STDERR_NAME,
@@ -66,7 +66,7 @@ from mint_poll.api import (
 from mint_poll.config import CommandSpec, PollConfig
 from mint_poll.mime import mime_words
 from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
-from mint_poll.state import CalcRecord, ResultEntry, StateStore, now_iso
+from mint_poll.state import CalcRecord, ResultEntry, StateStore
 from mint_poll.stream import MAX_BASE64_LENGTH, base64_length
 from mint_poll.workdirs import make_private_dir, prune
 
@@ -249,7 +249,13 @@ class Agent:
 
     def note_error(self, message: str) -> None:
         """Keep the error for the heartbeat (`status` shows it) until a later one replaces it."""
-        self.last_error = {"message": redact(message)[:MAX_ERROR_TEXT], "time": now_iso()}
+        noted = now_iso()
+        # `time` is the field's old name, kept for one release
+        self.last_error = {
+            "message": redact(message)[:MAX_ERROR_TEXT],
+            "noted_at": noted,
+            "time": noted,
+        }
 
     def resume_unfinished(self) -> list[CalcRecord]:
         """Finish what an earlier run left mid-sequence (oldest first)."""
@@ -312,7 +318,7 @@ class Agent:
                     log.info("%s", outcome.message)
                 return outcome.record is not None, None
             return self._poll_into_worker(workers), None
-        except UnknownSiteError:
+        except (UnknownSiteError, StoppedWhileWaiting):
             return False, None
         except MintError as exc:
             log.error("%s", exc.message)
@@ -344,6 +350,8 @@ class Agent:
                 record = self._isolated(accept_id, lambda: self._take(accept_id))
                 if record is not None:
                     log.info("%s", _summary(record))
+            except StoppedWhileWaiting:
+                log.info("%s: stopped while waiting to retry; the next start resumes it", accept_id)
             except MintError as exc:
                 log.error("%s: %s", shown_id(accept_id), exc.message)
                 self.note_error(exc.message)
@@ -796,15 +804,17 @@ def _summary(record: CalcRecord) -> str:
     return f"calculation {name}: {record.step}: {record.message or ''}".rstrip(": ")
 
 
-def build_agent(config: PollConfig, stop: threading.Event) -> Agent:
-    """The agent of `run`/`once`/`legacy`, with its start-up log lines.
+def build_agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> Agent:
+    """The agent of `run`/`once`/`legacy`, with its start-up log lines (the effective
+    configuration at INFO for a daemon, else only with -v).
 
-    Retry pauses end early when `stop` is set, so a SIGTERM is not held up
-    by a 60-second retry interval.
+    A stop during a retry pause ends the retries (StoppedWhileWaiting), so a SIGTERM
+    is not held up by a 60-second retry interval.
     """
+    from mint_common.config import log_effective_config
     from mint_poll.config import build_api
 
-    log.info("effective configuration: %s", json.dumps(effective_config_view(config)))
+    log_effective_config(log, effective_config_view(config), at_start=daemon)
     startup_checks(config)
     if config.allow_any_command:
         log.warning(
@@ -845,8 +855,13 @@ def describe_error(exc: BaseException) -> str:
     return redact(" ".join(text.split()))[:MAX_ERROR_TEXT]
 
 
+class StoppedWhileWaiting(UnavailableError):
+    """A stop was asked for during a retry pause: the retries end there."""
+
+
 def _pause(stop: threading.Event, seconds: float) -> None:
-    stop.wait(seconds)
+    if stop.wait(seconds):
+        raise StoppedWhileWaiting("stopped while waiting to retry")
 
 
 def effective_config_view(config: PollConfig) -> dict[str, object]:

@@ -41,6 +41,7 @@ from mint_common.errors import (
     UnsafePathError,
 )
 from mint_common.files import safe_join
+from mint_common.neterrors import network_error_line
 from mint_common.progress import transfer_progress
 from mint_common.retry import RetryPolicy
 from mint_poll.mime import mime_words
@@ -152,7 +153,32 @@ class TlsError(AuthError):
 
 
 class _Transient(UnavailableError):
-    """A failure worth retrying: no connection, a timeout, HTTP 5xx."""
+    """A failure worth retrying: no connection, a timeout, HTTP 5xx.
+
+    `network` is the requests exception of a network failure, so that the final message
+    can say how many attempts were made in one line (`mint_common.neterrors`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        network: Optional[BaseException] = None,
+        target: str = "",
+        request: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.network = network
+        self.target = target
+        self.request = request
+
+    def after(self, attempts: int) -> str:
+        """The one-line message once `attempts` attempts have failed."""
+        if self.network is not None:
+            return network_error_line(
+                self.network, attempts, target=self.target, request=self.request
+            )
+        return self.message + (f" (after {attempts} attempts)" if attempts > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -310,6 +336,8 @@ class DistcompApi:
         policy = retry if retry is not None else RetryPolicy()
         self.retry = dataclasses.replace(policy, retry_on=(_Transient,))
         self.session = session if session is not None else requests.Session()
+        parts = urlsplit(self.base_url)
+        self._target = f"{parts.hostname}:{parts.port}"
         self.session.headers.update(
             {
                 "Authorization": f"Bearer {secret}",
@@ -355,17 +383,21 @@ class DistcompApi:
             )
         except requests.exceptions.SSLError as exc:
             raise TlsError(
-                f"TLS handshake with {self.base_url} failed: {_short(exc)}",
+                network_error_line(exc, target=self._target),
                 hint="set ca_bundle to the CA file of the MInt server's certificate chain",
             ) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise _Transient(f"{method} {endpoint}: {_short(exc)}") from exc
+            what = f"{method} {endpoint}"
+            line = network_error_line(exc, target=self._target, request=what)
+            raise _Transient(line, network=exc, target=self._target, request=what) from exc
         except requests.exceptions.RequestException as exc:
-            raise UnavailableError(f"{method} {endpoint}: {_short(exc)}") from exc
+            raise UnavailableError(network_error_line(exc, target=self._target)) from exc
         log.debug("%s %s -> HTTP %d", method, endpoint, response.status_code)
         if response.status_code >= 500:
             response.close()
-            raise _Transient(f"{method} {endpoint}: HTTP {response.status_code}")
+            raise _Transient(
+                f"{method} {endpoint}: the server answered HTTP {response.status_code}"
+            )
         if response.status_code in (401, 403):
             response.close()
             raise AuthError(
@@ -386,9 +418,17 @@ class DistcompApi:
         headers: Optional[Mapping[str, str]] = None,
     ) -> requests.Response:
         what = f"{method} {endpoint}"
-        for attempt in self.retry.attempts(what):
-            with attempt:
-                return self._send_once(method, endpoint, params, body, stream, headers)
+        tried = 0
+        try:
+            for attempt in self.retry.attempts(what):
+                tried = attempt.number
+                with attempt:
+                    return self._send_once(method, endpoint, params, body, stream, headers)
+        except UnavailableError as exc:
+            last = exc.__cause__
+            if isinstance(last, _Transient) and not isinstance(exc, _Transient):
+                raise UnavailableError(last.after(tried)) from last
+            raise
         raise AssertionError("unreachable: attempts() returns a success or raises")
 
     def _small(self, endpoint: str, response: requests.Response) -> Any:
@@ -402,7 +442,9 @@ class DistcompApi:
                 if len(data) > MAX_SMALL_REPLY:
                     raise InputError(f"{endpoint}: reply larger than {MAX_SMALL_REPLY} bytes")
         except requests.exceptions.RequestException as exc:
-            raise TransferError(f"{endpoint}: reading the reply failed: {_short(exc)}") from exc
+            raise TransferError(
+                f"{endpoint}: reading the reply failed: {network_error_line(exc)}"
+            ) from exc
         finally:
             response.close()
         try:
@@ -485,7 +527,9 @@ class DistcompApi:
                     chunks, divert, what=f"{endpoint} reply", limits=self.limits
                 )
         except requests.exceptions.RequestException as exc:
-            raise TransferError(f"{endpoint}: the transfer broke: {_short(exc)}") from exc
+            raise TransferError(
+                f"{endpoint}: the transfer broke: {network_error_line(exc)}"
+            ) from exc
         finally:
             response.close()
         return response.status_code, document
@@ -762,11 +806,6 @@ def _content_length(value: Optional[str]) -> int:
     """The announced length for the progress bar; 0 (unknown) for anything odd."""
     text = (value or "").strip()
     return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _reply_of(endpoint: str, status: int, document: Any) -> Reply:

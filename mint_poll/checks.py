@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import os
 import shutil
 import socket
 import ssl
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
+from typing import Any, Callable, NamedTuple, Optional
+from urllib.parse import unquote, urlsplit
 
-from mint_common.checks import FAIL, WARN, CheckResult, CheckRunner
+from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
 from mint_common.errors import AuthError, MintError
+from mint_common.neterrors import network_error_line
 from mint_common.retry import RetryPolicy
 from mint_poll.api import PollAnswer, TlsError, normalize_base_url
-from mint_poll.config import PollConfig, build_api
+from mint_poll.config import PollConfig, build_api, default_state_dir, old_default_state_dir
 
 CERT_WARN_DAYS = 30
 NET_TIMEOUT = 10.0
+#: Where requests finds a CA bundle when verify is on and no ca_bundle is set.
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+class Proxy(NamedTuple):
+    """The proxy requests will use for the server's URL, and where that was set."""
+
+    host: str
+    port: int
+    variable: str
+    authorization: Optional[str]
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
 
 
 class PollChecks:
@@ -31,13 +49,20 @@ class PollChecks:
         self.runner = CheckRunner()
         self._answer: Optional[PollAnswer] = None
         self._api_error: Optional[MintError] = None
+        self._proxy: Optional[Proxy] = None
 
     def run(self) -> CheckRunner:
         run = self.runner.run
         run("config", self._config)
-        run("dns", self._dns, requires="config")
-        run("tcp", self._tcp, requires="dns")
-        run("tls", self._tls, requires="tcp")
+        if self._proxy is not None:
+            # Through a proxy, the server's name is resolved and reached by the proxy only.
+            run("proxy", self._through_proxy, requires="config")
+            reached = "proxy"
+        else:
+            run("dns", self._dns, requires="config")
+            run("tcp", self._tcp, requires="dns")
+            reached = "tcp"
+        run("tls", self._tls, requires=reached)
         run("api", self._api, requires="tls")
         run("token", self._token, requires="api")
         run("site_id", self._site, requires="token")
@@ -57,24 +82,52 @@ class PollChecks:
 
     def _config(self) -> str:
         self.config = self._load()
-        return f"url {normalize_base_url(self.config.url)}, site_id {self.config.site_id}"
+        url = normalize_base_url(self.config.url)
+        self._proxy = proxy_for(url)
+        via = f"; through proxy {self._proxy.where} ({self._proxy.variable})" if self._proxy else ""
+        return f"url {url}, site_id {self.config.site_id}{via}"
 
     def _dns(self) -> str:
         host, port, _ = self._endpoint()
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
-            raise MintError(f"cannot resolve {host}: {exc.strerror}") from exc
+            raise MintError(network_error_line(exc, target=f"{host}:{port}")) from exc
         addresses = sorted({str(info[4][0]) for info in infos})
         return f"{host} -> {', '.join(addresses)}"
 
     def _tcp(self) -> str:
         host, port, _ = self._endpoint()
+        with self._connect():
+            return f"connected to {host}:{port}"
+
+    def _through_proxy(self) -> str:
+        host, port, scheme = self._endpoint()
+        proxy = self._proxy
+        assert proxy is not None
+        with self._connect():
+            pass
+        if scheme != "https":
+            return f"proxy {proxy.where} ({proxy.variable}) is reachable; it forwards to {host}"
+        return f"reached {host}:{port} through proxy {proxy.where} ({proxy.variable})"
+
+    def _connect(self) -> socket.socket:
+        """A TCP connection to the server: direct, or a tunnel through the proxy (CONNECT)."""
+        host, port, scheme = self._endpoint()
+        proxy = self._proxy
+        if proxy is None:
+            try:
+                return socket.create_connection((host, port), timeout=NET_TIMEOUT)
+            except OSError as exc:
+                raise MintError(network_error_line(exc, target=f"{host}:{port}")) from exc
         try:
-            with socket.create_connection((host, port), timeout=NET_TIMEOUT):
-                return f"connected to {host}:{port}"
+            raw = socket.create_connection((proxy.host, proxy.port), timeout=NET_TIMEOUT)
         except OSError as exc:
-            raise MintError(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from exc
+            detail = network_error_line(exc, target=proxy.where)
+            raise MintError(detail.replace("cannot connect to", "cannot connect to proxy")) from exc
+        if scheme == "https":
+            _tunnel(raw, proxy, host, port)
+        return raw
 
     def _tls(self) -> Any:
         host, port, scheme = self._endpoint()
@@ -83,21 +136,26 @@ class PollChecks:
             return (WARN, "plain HTTP: the token and the data travel unencrypted")
         if not cfg.verify:
             return (WARN, "certificate verification is OFF (verify: false)")
-        bundle = str(cfg.ca_bundle) if cfg.ca_bundle else _default_bundle()
-        context = ssl.create_default_context(cafile=bundle)
+        bundle, source = ca_bundle_in_use(cfg)
+        shown = f"{bundle} ({source})"
+        if os.path.isdir(bundle):
+            context = ssl.create_default_context(capath=bundle)
+        else:
+            context = ssl.create_default_context(cafile=bundle)
         try:
-            cert = _peer_certificate(context, host, port)
+            with context.wrap_socket(self._connect(), server_hostname=host) as tls:
+                cert = dict(tls.getpeercert() or {})
         except ssl.SSLCertVerificationError as exc:
             raise MintError(
-                f"certificate of {host} not trusted with CA bundle {bundle}: {exc.verify_message}"
+                f"certificate of {host} not trusted with CA bundle {shown}: {exc.verify_message}"
             ) from exc
         except (ssl.SSLError, OSError) as exc:
-            raise MintError(f"TLS handshake with {host}:{port} failed: {exc}") from exc
+            raise MintError(network_error_line(exc, target=f"{host}:{port}")) from exc
         not_after = ssl.cert_time_to_seconds(str(cert["notAfter"]))
         expires = datetime.fromtimestamp(not_after, timezone.utc)
         days = (expires - datetime.now(timezone.utc)).days
         detail = (
-            f"chain verified with {bundle}; subject {_name(cert.get('subject'))}, issuer"
+            f"chain verified with {shown}; subject {_name(cert.get('subject'))}, issuer"
             f" {_name(cert.get('issuer'))}; expires {expires:%Y-%m-%d} ({days} days)"
         )
         return (WARN, detail) if days < CERT_WARN_DAYS else detail
@@ -130,20 +188,24 @@ class PollChecks:
 
     def _calc_base(self) -> Any:
         base = self._cfg().calc_base
-        _probe_writable(base, "calc_base")
-        free_mb = shutil.disk_usage(base).free // (1024 * 1024)
-        detail = f"{base} is writable; {free_mb} MiB free"
+        status, detail = _directory_row(base, "calc_base")
+        free_mb = shutil.disk_usage(_existing_ancestor(base)).free // (1024 * 1024)
+        detail += f"; {free_mb} MiB free"
         if free_mb < self._cfg().min_free_mb:
             return CheckResult(
                 "calc_base", FAIL, detail + f" (below min_free_mb {self._cfg().min_free_mb})"
             )
-        return detail
+        return (status, detail)
 
-    def _state_dir(self) -> str:
+    def _state_dir(self) -> Any:
         root = self._cfg().state_dir
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _probe_writable(root, "state_dir")
-        return f"{root} is writable"
+        old = old_default_state_dir()
+        if root == default_state_dir() and not root.exists() and old.is_dir():
+            return (
+                WARN,
+                f"{old} (state of an older release) will be moved to {root} on first start",
+            )
+        return _directory_row(root, "state_dir")
 
     def _commands(self) -> Any:
         cfg = self._cfg()
@@ -159,26 +221,101 @@ class PollChecks:
         )
 
 
-def _peer_certificate(context: ssl.SSLContext, host: str, port: int) -> dict[str, Any]:
-    raw = socket.create_connection((host, port), timeout=NET_TIMEOUT)
-    with context.wrap_socket(raw, server_hostname=host) as tls:
-        return dict(tls.getpeercert() or {})
+def proxy_for(url: str) -> Optional[Proxy]:
+    """The proxy requests would use for `url` (HTTPS_PROXY, https_proxy, ALL_PROXY, ...,
+    minus NO_PROXY), by requests' own rules; None when it connects directly."""
+    from requests.utils import get_environ_proxies
+
+    scheme = urlsplit(url).scheme
+    proxies = get_environ_proxies(url)
+    value = proxies.get(scheme) or proxies.get("all")
+    if not value:
+        return None
+    parts = urlsplit(value if "://" in value else f"http://{value}")
+    if not parts.hostname:
+        return None
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = "Basic " + base64.b64encode(pair.encode()).decode()
+    return Proxy(parts.hostname, parts.port or 8080, _proxy_variable(scheme), authorization)
+
+
+def _proxy_variable(scheme: str) -> str:
+    for name in (f"{scheme}_proxy", "all_proxy"):
+        for variable in (name, name.upper()):
+            if os.environ.get(variable):
+                return variable
+    return "the system proxy settings"
+
+
+def _tunnel(raw: socket.socket, proxy: Proxy, host: str, port: int) -> None:
+    """Ask the proxy for a tunnel to host:port, as requests does for HTTPS (CONNECT)."""
+    request = f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if proxy.authorization:
+        request += f"Proxy-Authorization: {proxy.authorization}\r\n"
+    try:
+        raw.sendall((request + "\r\n").encode("ascii"))
+        reader = raw.makefile("rb")
+        status_line = reader.readline(65536).decode("latin-1").strip()
+        while reader.readline(65536).strip():
+            pass
+        reader.close()
+    except OSError as exc:
+        raw.close()
+        raise MintError(f"proxy {proxy.where} did not answer the tunnel request: {exc}") from exc
+    parts = status_line.split(" ", 2)
+    if len(parts) < 2 or parts[1] != "200":
+        raw.close()
+        answer = " ".join(parts[1:]) or "no answer"
+        raise MintError(
+            f"the proxy {proxy.where} refused the connection to {host}:{port}: {answer}"
+        )
+
+
+def ca_bundle_in_use(config: PollConfig) -> tuple[str, str]:
+    """The CA bundle requests verifies the server with, and why that one: ca_bundle from the
+    config, else REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE, else certifi's (not the system store)."""
+    if config.ca_bundle is not None:
+        return str(config.ca_bundle), "ca_bundle"
+    for variable in CA_BUNDLE_VARIABLES:
+        if os.environ.get(variable):
+            return os.environ[variable], variable
+    from requests.utils import DEFAULT_CA_BUNDLE_PATH
+
+    return str(DEFAULT_CA_BUNDLE_PATH), "certifi, the default of requests"
+
+
+def _existing_ancestor(path: Path) -> Path:
+    current = path
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    return current
+
+
+def _directory_row(directory: Path, key: str) -> tuple[str, str]:
+    """One rule for a directory the agent uses: one that does not exist yet is a WARN "will be
+    created" (as `once` and `run` create it), a FAIL only if it cannot be; never made here."""
+    if directory.is_dir():
+        _probe_writable(directory, key)
+        return (PASS, f"{directory} is writable")
+    if directory.exists():
+        raise MintError(f"{key} {directory} is not a directory")
+    parent = _existing_ancestor(directory)
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise MintError(
+            f"{key} {directory} does not exist and cannot be created: {parent} is not a"
+            " writable directory"
+        )
+    return (WARN, f"{directory} does not exist yet; will be created on first start")
 
 
 def _probe_writable(directory: Path, key: str) -> None:
-    if not directory.is_dir():
-        raise MintError(f"{key} {directory} does not exist or is not a directory")
     try:
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".mint-poll-check-"):
             pass
     except OSError as exc:
         raise MintError(f"{key} {directory} is not writable: {exc.strerror}") from exc
-
-
-def _default_bundle() -> str:
-    from requests.utils import DEFAULT_CA_BUNDLE_PATH
-
-    return str(DEFAULT_CA_BUNDLE_PATH)
 
 
 def _name(parts: Any) -> str:

@@ -6,10 +6,11 @@ modules (agent, checks, server) and prints their results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,16 +21,21 @@ from mint_common.errors import MintError, UnavailableError
 from mint_common.extras import require_extra
 
 if TYPE_CHECKING:
+    from mint_common.signals import GracefulStop
     from mint_poll.agent import Agent
     from mint_poll.config import PollConfig
 
 log = logging.getLogger("mint-poll")
 
+#: Commands that read only local files: they work without the `poll` extra (requests).
+LOCAL_ONLY = ("status",)
+
 
 @click.group(cls=MintGroup, tool="mint-poll")
 @click.version_option(package_name="mint-tools", prog_name="mint-poll")
 @common_options
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Run MInt calculations on this computer by polling the MInt WebAPI (outbound HTTPS only).
 
     \b
@@ -40,7 +46,8 @@ def main() -> None:
       mint-poll status --json      # what this agent has run
       mint-poll serve --site nims-dev=run.sh --token-file tok   # rehearsal server
     """
-    require_extra("mint-poll", "poll", ("requests",))
+    if ctx.invoked_subcommand not in LOCAL_ONLY:
+        require_extra("mint-poll", "poll", ("requests",))
 
 
 def _load(cli: Optional[Mapping[str, Any]] = None) -> PollConfig:
@@ -49,10 +56,38 @@ def _load(cli: Optional[Mapping[str, Any]] = None) -> PollConfig:
     return load_poll_config(current_options().config_file, cli)
 
 
-def _agent(config: PollConfig, stop: threading.Event) -> Agent:
+def _load_with_state(cli: Optional[Mapping[str, Any]] = None) -> PollConfig:
+    """The configuration of a command that uses the state dir, moved first from where an
+    older release kept it."""
+    from mint_poll.config import migrate_default_state
+
+    config = _load(cli)
+    migrate_default_state(config)
+    return config
+
+
+def _agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> Agent:
     from mint_poll.agent import build_agent
 
-    return build_agent(config, stop)
+    return build_agent(config, stop, daemon=daemon)
+
+
+@contextlib.contextmanager
+def _one_shot_stop() -> Iterator[GracefulStop]:
+    """A stop for a one-shot command: SIGTERM/SIGINT wind a running calculation down as in
+    `run` (its command gets stop_grace, what exists is delivered), then the command exits
+    128 + N; a signal during a retry pause ends the retries at once."""
+    from mint_common.signals import GracefulStop, Interrupted
+
+    with GracefulStop() as stop:
+        try:
+            yield stop
+        except Exception as exc:
+            if stop.signal_number is None:
+                raise
+            raise Interrupted(stop.signal_number) from exc
+    if stop.signal_number is not None:
+        raise Interrupted(stop.signal_number)
 
 
 def _run_forever(config: PollConfig) -> None:
@@ -61,7 +96,7 @@ def _run_forever(config: PollConfig) -> None:
     from mint_poll.state import StateStore
 
     with SingleInstanceLock(StateStore(config.state_dir).lock_path), GracefulStop() as stop:
-        agent = _agent(config, stop.stop_requested)
+        agent = _agent(config, stop.stop_requested, daemon=True)
         agent.run_forever()
     log.info("stopped")
 
@@ -71,16 +106,16 @@ def _run_forever(config: PollConfig) -> None:
 def run() -> None:
     """Poll forever and run each calculation (for a systemd Type=simple service).
 
-    Polls every poll_interval seconds (with jitter). Network faults are retried
+    Polls every poll_interval (with jitter). Network faults are retried
     per `retry`, then polling simply goes on; any other error of one step is
     logged (traceback with -v), shown by `status` as the last error, and
     polling goes on. A calculation that fails the same way 3 times is
     quarantined (failed, not retried). Configuration mistakes exit 78 at start.
     SIGTERM/SIGINT: stop polling, let a running command finish within
-    stop_grace seconds (then kill it and report it abnormal), deliver what
-    exists, exit 0. A second signal exits at once.
+    stop_grace (then kill it and report it abnormal), deliver what exists,
+    exit 0; a retry pause is cut short. A second signal exits at once.
     """
-    _run_forever(_load())
+    _run_forever(_load_with_state())
 
 
 @main.command()
@@ -93,15 +128,16 @@ def once(as_json: bool) -> None:
     (whatever its own outcome); 75 at once if another run holds the lock;
     69 if the server stayed unreachable or the calculation was lost; 1 if an
     unexpected error stopped work on a calculation (the next run resumes it);
-    78 for a configuration mistake (e.g. a command's program is missing).
+    78 for a configuration mistake (e.g. a command's program is missing);
+    128 + N after signal N (a running command gets stop_grace, what exists is
+    delivered; a retry pause is cut short).
     """
     from mint_common.files import SingleInstanceLock
-    from mint_common.signals import GracefulStop
     from mint_poll.state import StateStore
 
-    config = _load()
-    with SingleInstanceLock(StateStore(config.state_dir).lock_path), GracefulStop() as stop:
-        agent = _agent(config, stop.stop_requested)
+    config = _load_with_state()
+    with SingleInstanceLock(StateStore(config.state_dir).lock_path), _one_shot_stop() as stop:
+        agent = _agent(config, stop.stop_requested, daemon=False)
         agent.prune_if_due()
         handled = agent.resume_unfinished()
         outcome = agent.poll_once()
@@ -148,37 +184,31 @@ def check(as_json: bool) -> None:
     help="Read this state directory instead of the configured one.",
 )
 def status(as_json: bool, state_dir: Optional[Path]) -> None:
-    """Show this agent's record of calculations, newest first, and its heartbeat."""
-    from mint_common.output import emit_json, emit_table
-    from mint_poll.state import StateStore
+    """Show this agent's record of calculations, newest first, and its heartbeat.
 
-    store = StateStore(state_dir if state_dir is not None else _load().state_dir)
+    Reads only local files: it needs neither the server nor the token. Ids are
+    shown in full. Exit 66 when the directory holds no agent state (a mistyped
+    --state-dir, or an agent that has never run as this user).
+    """
+    from mint_common.output import emit_json
+    from mint_poll.config import load_state_settings, migrate_default_state
+    from mint_poll.state import StateStore
+    from mint_poll.status import agent_json, heartbeat_lines, print_table
+
+    if state_dir is None:
+        config = load_state_settings(current_options().config_file)
+        migrate_default_state(config)
+        state_dir = config.state_dir
+    store = StateStore(state_dir)
+    store.require_state()
     records = store.all()
     beat = store.heartbeat()
     if as_json:
-        emit_json({"agent": beat, "calculations": [r.to_json() for r in records]})
+        emit_json({"agent": agent_json(beat), "calculations": [r.to_json() for r in records]})
         return
-    if beat:
-        click.echo(f"agent pid {beat.get('pid')}: {beat.get('state')} at {beat.get('time')}")
-        last_error = beat.get("last_error")
-        if isinstance(last_error, dict):
-            click.echo(f"last error at {last_error.get('time')}: {last_error.get('message')}")
-    rows = [
-        (
-            r.accept_id,
-            r.command or "",
-            r.step if r.step != "done" else f"done: {r.outcome}",
-            r.accepted_at,
-            r.delivered_at or r.finished_at or "",
-            r.workdir,
-        )
-        for r in records
-    ]
-    emit_table(
-        ("accept_id", "command", "state", "accepted", "finished", "working dir"),
-        rows,
-        title="mint-poll calculations",
-    )
+    for line in heartbeat_lines(beat):
+        click.echo(line)
+    print_table(records)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})
@@ -211,7 +241,7 @@ def legacy(args: tuple[str, ...]) -> None:
         "the API token was given on the command line, where every user of this computer can"
         " read it; put it in a file (mode 0600) and set token_file instead"
     )
-    _run_forever(_load(parsed.settings))
+    _run_forever(_load_with_state(parsed.settings))
 
 
 @main.command()
@@ -242,7 +272,9 @@ def legacy(args: tuple[str, ...]) -> None:
     type=click.Choice(["python", "utf8", "pretty", "sorted"]),
     default="python",
     show_default=True,
-    help="Shape replies like the Flask version of the real server (quirk 7).",
+    help="Write replies as one of the real server's Flask versions does: Japanese as"
+    " \\uXXXX escapes (python) or raw UTF-8 (utf8), indented (pretty), or keys sorted"
+    " with escapes (sorted).",
 )
 def serve(
     host: str,
@@ -254,11 +286,13 @@ def serve(
     tls_key: Optional[Path],
     json_style: str,
 ) -> None:
-    """Run a local in-memory mi-distcomp-api broker for rehearsals and tests.
+    """Run a local, in-memory stand-in for the MInt WebAPI server, for rehearsals and tests.
 
-    It implements both sides' endpoints, the states, the 30-minute purge and
-    the quirks of the deployed server, and checks the bearer token. Records are
-    kept in memory only. Prints `listening on <URL>` on stdout when ready.
+    It implements the endpoints of both sides, the calculation states, the
+    30-minute purge and the ways the deployed server answers (refusals as
+    HTTP 200 with an error code, codes as strings such as "0300", Japanese
+    messages), and checks the bearer token. Records are kept in memory only.
+    Prints `listening on <URL>` on stdout when ready.
 
     \b
     Example:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Optional
 
 import click
 
-from mint_common.cli import MintCommand, common_options, current_options
+from mint_common.cli import DURATION, MintCommand, common_options, current_options
 
 if TYPE_CHECKING:
     from mint_poll.config import PollConfig
@@ -29,21 +29,29 @@ def add_submit_commands(group: click.Group) -> None:
     group.add_command(submit_legacy)
 
 
+def _positive(ctx: click.Context, param: click.Parameter, value: Optional[float]) -> Any:
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be greater than 0, got {value:g}", ctx, param)
+    return value
+
+
 def _wait_options(fn: Any) -> Any:
     """Options shared by `submit` and `submit-legacy`."""
     decorators = [
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
-            help="Give up after this long: force-cancel the registration, exit 75.",
+            type=DURATION,
+            callback=_positive,
+            metavar="DURATION",
+            help="Give up after this long (600, 30m, 2h): force-cancel the registration, exit 75.",
         ),
         click.option(
             "--poll-interval",
-            type=click.FloatRange(min=0, min_open=True),
-            metavar="SECONDS",
+            type=DURATION,
+            callback=_positive,
+            metavar="DURATION",
             help="How often to ask for the calculation's progress.  [default: progress_interval"
-            " from the config, 10 s]",
+            " from the config, 10s]",
         ),
         click.option(
             "--out-dir",
@@ -112,7 +120,7 @@ def submit(
     \b
     Example (in a MInt module script):
       mint-poll submit --site nims-dev --command create_inp_file.sh \\
-          --input input.dat --result out.dat --timeout 7200
+          --input input.dat --result out.dat --timeout 2h
     """
     from mint_poll.config import load_poll_config
     from mint_poll.submit_args import build_request

@@ -8,7 +8,6 @@ workflow side needs only url, site_id and the token.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -18,9 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from mint_common.config import Secret, load_config
+from mint_common.config import (
+    Secret,
+    legacy_state_dir,
+    load_config,
+    migrate_state_dir,
+    tool_state_dir,
+)
 from mint_common.errors import ConfigError
 from mint_common.retry import RetryPolicy
+from mint_common.timeutil import Duration, parse_duration
 
 if TYPE_CHECKING:
     import requests
@@ -40,9 +46,8 @@ def default_retry() -> RetryPolicy:
 
 
 def default_state_dir() -> Path:
-    """`$XDG_STATE_HOME/mint-poll`, else `~/.local/state/mint-poll`."""
-    base = os.environ.get("XDG_STATE_HOME")
-    return (Path(base) if base else Path.home() / ".local" / "state") / "mint-poll"
+    """`$XDG_STATE_HOME/mint/poll`, else `~/.local/state/mint/poll` (the shared layout)."""
+    return tool_state_dir(TOOL)
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class CommandSpec:
     """What runs locally for one command string the server may send.
 
     In YAML: a path (`/opt/bin/run.sh`), an argv list (`[/opt/bin/run, --fast]`)
-    or a mapping `{run: <path or list>, timeout: <seconds>, env: {NAME: value}}`.
+    or a mapping `{run: <path or list>, timeout: <duration>, env: {NAME: value}}`.
     """
 
     argv: tuple[str, ...]
@@ -91,9 +96,13 @@ def _argv(value: Any, source: str, key: str) -> tuple[str, ...]:
 def _timeout(value: Any, source: str, key: str) -> Optional[float]:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{source}: key {key}.timeout: expected seconds > 0, got {value!r}")
-    return float(value)
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: key {key}.timeout: {exc}") from None
+    if seconds <= 0:
+        raise ConfigError(f"{source}: key {key}.timeout: must be greater than 0, got {value!r}")
+    return seconds
 
 
 def _env(value: Any, source: str, key: str) -> dict[str, str]:
@@ -118,22 +127,22 @@ class PollConfig:
     token: Secret = field(metadata={"secret": True})
     ca_bundle: Optional[Path] = None
     verify: bool = True
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    connect_timeout: Duration = field(default=Duration(10), metadata={"above": 0})
+    read_timeout: Duration = field(default=Duration(60), metadata={"above": 0})
     retry: RetryPolicy = field(default_factory=default_retry)
-    poll_interval: float = 60.0
-    poll_jitter: float = 0.1
+    poll_interval: Duration = field(default=Duration(60), metadata={"above": 0})
+    poll_jitter: float = field(default=0.1, metadata={"min": 0, "max": 1})
     # The legacy client's working directory root, kept as the default for compatibility.
     calc_base: Path = Path("/tmp")  # noqa: S108
     state_dir: Path = field(default_factory=default_state_dir)
     commands: dict[str, CommandSpec] = field(default_factory=dict)
     allow_any_command: bool = False
-    command_timeout: Optional[float] = None
-    max_parallel: int = 1
-    stop_grace: float = 30.0
-    keep_days: Optional[float] = None
-    min_free_mb: int = 1024
-    progress_interval: float = 10.0
+    command_timeout: Optional[Duration] = field(default=None, metadata={"above": 0})
+    max_parallel: int = field(default=1, metadata={"min": 1})
+    stop_grace: Duration = field(default=Duration(30), metadata={"min": 0})
+    keep_days: Optional[float] = field(default=None, metadata={"above": 0})
+    min_free_mb: int = field(default=1024, metadata={"min": 0})
+    progress_interval: Duration = field(default=Duration(10), metadata={"above": 0})
 
     def validate(self) -> None:
         if not _SITE_ID.match(self.site_id):
@@ -141,25 +150,6 @@ class PollConfig:
                 f"site_id {self.site_id!r} is not a plain identifier (letters, digits, '.', '_',"
                 " '-')"
             )
-        positive = {
-            "connect_timeout": self.connect_timeout,
-            "read_timeout": self.read_timeout,
-            "poll_interval": self.poll_interval,
-            "progress_interval": self.progress_interval,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ConfigError(f"{name} must be greater than 0, got {value!r}")
-        if not 0 <= self.poll_jitter <= 1:
-            raise ConfigError(f"poll_jitter must be between 0 and 1, got {self.poll_jitter!r}")
-        if self.max_parallel < 1:
-            raise ConfigError(f"max_parallel must be at least 1, got {self.max_parallel!r}")
-        if self.stop_grace < 0:
-            raise ConfigError(f"stop_grace must not be negative, got {self.stop_grace!r}")
-        if self.keep_days is not None and self.keep_days <= 0:
-            raise ConfigError(f"keep_days must be greater than 0, got {self.keep_days!r}")
-        if self.command_timeout is not None and self.command_timeout <= 0:
-            raise ConfigError(f"command_timeout must be greater than 0, got {self.command_timeout}")
         if self.ca_bundle is not None:
             if not self.verify:
                 raise ConfigError("give either ca_bundle or verify: false, not both")
@@ -220,8 +210,28 @@ def build_api(config: PollConfig, *, session: Optional[requests.Session] = None)
     )
 
 
-def with_overrides(config: PollConfig, **changes: Any) -> PollConfig:
-    """A copy of `config` with some settings replaced (validated again)."""
-    updated = dataclasses.replace(config, **changes)
-    updated.validate()
-    return updated
+#: Stand-ins for the settings `status` does not use, so that it reads neither the token
+#: (a missing or unreadable token must not hide the agent's record) nor needs the server's.
+_STATUS_PLACEHOLDERS: dict[str, Any] = {
+    "url": "https://localhost",
+    "site_id": "status",
+    "token": Secret("not-read-by-status"),
+}
+
+
+def old_default_state_dir() -> Path:
+    """Where releases before the shared layout kept the state: `~/.local/state/mint-poll`."""
+    return legacy_state_dir(TOOL)
+
+
+def load_state_settings(config_file: Optional[Path] = None) -> PollConfig:
+    """The configuration as a local-only command (`status`) needs it: `state_dir` and the
+    rest, but no token is read and no url or site_id is required."""
+    return load_config(PollConfig, TOOL, config_file=config_file, cli=_STATUS_PLACEHOLDERS)
+
+
+def migrate_default_state(config: PollConfig) -> None:
+    """Move the state of an older release (`~/.local/state/mint-poll`) to the shared layout,
+    when `state_dir` is the default; nothing in it (an unfinished calculation) is dropped."""
+    if config.state_dir == default_state_dir():
+        migrate_state_dir(old_default_state_dir(), config.state_dir)

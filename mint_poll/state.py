@@ -16,13 +16,13 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mint_common.errors import CantCreateError, InputError
+from mint_common.errors import CantCreateError, InputError, NoInputError
 from mint_common.files import JsonState, check_relative_name
 from mint_common.logging import redact
+from mint_common.timeutil import epoch_from_iso, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,6 @@ STEPS = ("receiving", "params", "complete", "started", "ran", "ended", "sent", "
 #: Where a record ends without delivery.
 ENDED_WITHOUT_DELIVERY = ("lost", "released", "taken", "failed")
 TERMINAL = ("done", *ENDED_WITHOUT_DELIVERY)
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -183,20 +179,31 @@ class StateStore:
                 records.append(CalcRecord.from_json(JsonState(path).load(None), path))
             except InputError as exc:
                 log.warning("skipping %s", exc.message)
-        records.sort(key=lambda r: (r.accepted_at, r.accept_id), reverse=True)
+        records.sort(key=_accepted, reverse=True)
         return records
 
     def unfinished(self) -> list[CalcRecord]:
         """Records an earlier run left mid-sequence, oldest first."""
-        return sorted(
-            (r for r in self.all() if not r.terminal), key=lambda r: (r.accepted_at, r.accept_id)
+        return sorted((r for r in self.all() if not r.terminal), key=_accepted)
+
+    def require_state(self) -> None:
+        """NoInputError (66) unless this directory holds an agent's state: a mistyped
+        --state-dir must not read as "no calculations"."""
+        if self.calcs.is_dir() or self.heartbeat_file.is_file():
+            return
+        raise NoInputError(
+            f"no mint-poll agent state in {self.root}",
+            hint="give the state_dir of the agent (see `mint-poll check`); an agent that has"
+            " never run as this user has no state yet",
         )
 
     def beat(self, state: str, **details: Any) -> None:
         """Write the heartbeat file (every loop of the daemon)."""
+        stamp = now_iso()
         document = {
             "pid": os.getpid(),
-            "time": now_iso(),
+            "beat_at": stamp,
+            "time": stamp,
             "epoch": time.time(),
             "state": state,
             **details,
@@ -210,3 +217,12 @@ class StateStore:
             log.warning("%s", exc.message)
             return None
         return data if isinstance(data, dict) else None
+
+
+def _accepted(record: CalcRecord) -> tuple[float, str]:
+    """Sort key: when a record was accepted (records of older releases are in UTC, newer
+    ones carry the local offset, so compare instants, not strings)."""
+    try:
+        return epoch_from_iso(record.accepted_at), record.accept_id
+    except ValueError:
+        return 0.0, record.accept_id

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol
 
-from mint_common.config import redacted_view
+from mint_common.config import log_effective_config, redacted_view
 from mint_common.errors import (
+    ConfigError,
     InputError,
     JobFailed,
     MintError,
@@ -431,12 +432,7 @@ class Submission:
                 mime=self._mime,
             )
         except ApiRefusal as exc:
-            raise JobFailed(
-                f"the server refused to register {request.command!r} for site"
-                f" {request.site_id!r}: {exc.server_message or exc.message}"
-                f" (HTTP {exc.http_status}, code {exc.code})",
-                hint="the command must be one the MInt team allowed for this site",
-            ) from exc
+            raise registration_refused(exc, request) from exc
         self._progress = "not allowed"
         log.info("registered calculation %s", accept_id)
         document = {"accept_id": accept_id, "request": self._fingerprint()}
@@ -588,10 +584,34 @@ def submit_with_config(
     live: Optional[bool] = None,
 ) -> SubmitOutcome:
     """Build the API client from `config` (retry pauses end on a signal) and run the submission."""
-    log.info("effective configuration: %s", json.dumps(config_view(config), ensure_ascii=False))
+    log_effective_config(log, config_view(config), at_start=False)
     retry = dataclasses.replace(config.retry, sleep=interruptible_sleep(stop))
     with build_api(dataclasses.replace(config, retry=retry)) as api:
         submission = Submission(
             api, request, stop=stop, display=lambda accept_id: make_display(accept_id, live=live)
         )
         return submission.run()
+
+
+def registration_refused(exc: ApiRefusal, request: SubmitRequest) -> MintError:
+    """What a refused `add-calcinfo` means: the server answers code 400 naming the site id
+    for a site it does not know (a configuration mistake, 78, as for the agent), code 401
+    for a command that site may not run, and code 400 without the site for a malformed
+    registration."""
+    said = f"{exc.server_message or exc.message} (HTTP {exc.http_status}, code {exc.code})"
+    if exc.code == 400 and request.site_id in exc.server_message:
+        return ConfigError(
+            f"the server does not know site {request.site_id!r}: {said}",
+            hint="check --site (or site_id in mint-poll.yaml): it must be the id the MInt"
+            " team registered for the computer that runs the calculation",
+        )
+    hint = None
+    if exc.code == 401:
+        hint = (
+            f"site {request.site_id!r} may run only the commands the MInt team registered"
+            " for it; check --command"
+        )
+    return JobFailed(
+        f"the server refused to register {request.command!r} for site {request.site_id!r}: {said}",
+        hint=hint,
+    )

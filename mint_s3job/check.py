@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
+from mint_common.checks import FAIL, PASS, SKIP, WARN, CheckResult, CheckRunner
 from mint_common.errors import AuthError, UnavailableError
 from mint_common.files import JsonState
 from mint_s3job.config import S3JobConfig
@@ -97,8 +97,9 @@ def _delete(store: ObjectStore, probe: str) -> str:
 
 def _head_node_checks(runner: CheckRunner, config: S3JobConfig, head_node: bool) -> None:
     if not head_node:
+        # Not applicable here, so not a failure: `check` still exits 0 on premises.
         runner.results.append(
-            CheckResult("sbatch", "skip", "not a head node (no workdir configured)")
+            CheckResult("sbatch", SKIP, "not a head node (no workdir configured)")
         )
         return
     runner.run("sbatch", lambda: _which(config.sbatch, "sbatch"))
@@ -153,7 +154,7 @@ def _epilog(slurm: SlurmCommands) -> CheckResult | str:
         return CheckResult(
             "EpilogSlurmctld",
             WARN,
-            f"{script} does not call 'mint-s3job epilog' (the seed's epilog.sh?): jobs"
+            f"{script} does not call 'mint-s3job epilog' (the legacy epilog.sh?): jobs"
             " finish without an exit status and without the epilog manifest",
         )
     return f"{script} calls mint-s3job epilog"

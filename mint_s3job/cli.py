@@ -12,16 +12,26 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from mint_common.cli import MintGroup, common_options, current_options, exit_with
-from mint_common.config import load_config, redacted_view
+from mint_common.cli import (
+    DURATION,
+    AliasedOption,
+    MintGroup,
+    common_options,
+    current_options,
+    exit_with,
+)
+from mint_common.config import load_config, log_effective_config
 from mint_common.extras import require_extra
 from mint_common.output import emit_json, emit_table
 from mint_common.progress import transfer_progress
 from mint_s3job.config import S3JobConfig
+
+if TYPE_CHECKING:
+    from mint_s3job.jobs import JobStatus
 
 log = logging.getLogger("mint_s3job")
 TOOL = "mint-s3job"
@@ -32,10 +42,10 @@ bucket_option = click.option(
 json_option = click.option("--json", "as_json", is_flag=True, help="Print a JSON document.")
 
 
-def _config(**cli: Any) -> S3JobConfig:
+def _config(*, daemon: bool = False, **cli: Any) -> S3JobConfig:
     opts = current_options()
     config = load_config(S3JobConfig, TOOL, config_file=opts.config_file, cli=cli)
-    log.debug("effective config: %s", redacted_view(config))
+    log_effective_config(log, config, at_start=daemon)
     return config
 
 
@@ -56,10 +66,10 @@ def main() -> None:
     """Run Slurm jobs on a cloud cluster through an S3 bucket.
 
     On premises: submit, status, list, wait, fetch, cancel, clean.
-    On the cluster's head node: dispatch (replaces sub-job.sh), epilog
-    (replaces epilog.sh, as Slurm's EpilogSlurmctld) and check.
+    On the cluster's head node: dispatch (replaces the legacy sub-job.sh),
+    epilog (replaces the legacy epilog.sh, as Slurm's EpilogSlurmctld) and check.
     The bucket layout is the one of the manual procedure (job-aws-run.sh,
-    job-aws-stat.txt, ...), so old scripts and this tool can be mixed.
+    job-aws-stat.txt, ...), so the legacy scripts and this tool can be mixed.
     """
     require_extra(TOOL, "s3job", ("boto3",))
 
@@ -74,6 +84,13 @@ def main() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="The Slurm batch script; uploaded as job-aws-run.sh.",
 )
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    type=click.Path(),
+    help="A file or directory to send (repeatable); the same as a PATH argument.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing job under the same prefix.")
 @json_option
 @click.argument("paths", nargs=-1, type=click.Path())
@@ -81,30 +98,33 @@ def submit(
     bucket: Optional[str],
     prefix: Optional[str],
     script: Path,
+    inputs: tuple[str, ...],
     force: bool,
     as_json: bool,
     paths: tuple[str, ...],
 ) -> None:
-    """Upload the script and PATHS, then mark the job FILE_UPLOAD (last).
+    """Upload the script and the inputs (--input PATH or PATH...), then mark the
+    job FILE_UPLOAD (last).
 
     A file keeps its name; a directory keeps its name and layout (write
     `dir/` to put its contents at the top). Prints the prefix, and only it.
 
     \b
     Example:
-        prefix=$(mint-s3job submit --bucket my-jobs --script run.sh input.dat params/)
-        mint-s3job wait "$prefix" && mint-s3job fetch "$prefix" --dest results
+        prefix=$(mint-s3job submit --bucket my-jobs --script run.sh \\
+                 --input input.dat --input params/)
+        mint-s3job wait "$prefix" && mint-s3job fetch "$prefix" --out-dir results
     """
     from mint_s3job.submit import collect_inputs, resolve_prefix
     from mint_s3job.submit import submit as do_submit
 
     config = _config(bucket=bucket)
-    inputs = collect_inputs(script, paths)
+    files = collect_inputs(script, (*inputs, *paths))
     job_prefix = resolve_prefix(prefix)
     result = do_submit(
         _store(config),
         job_prefix,
-        inputs,
+        files,
         force=force,
         progress=transfer_progress,
         hash_workers=min(4, os.cpu_count() or 1),
@@ -121,16 +141,46 @@ def submit(
 @json_option
 @click.argument("prefix")
 def status(bucket: Optional[str], as_json: bool, prefix: str) -> None:
-    """Show the state, Slurm job id, exit status and times of one job."""
+    """Show the state, Slurm job id, exit status and times of one job.
+
+    Times are ISO 8601 with the UTC offset (JSON: the `..._at` fields; `times`
+    holds the same values under the old names until the next release).
+    """
     from mint_s3job.jobs import job_status
 
     result = job_status(_store(_config(bucket=bucket)), prefix)
     if as_json:
-        emit_json(_as_dict(result))
+        emit_json(_status_document(result))
         return
-    rows = [(k, v) for k, v in _as_dict(result).items() if k != "times" and v not in (None, "")]
-    rows += [(f"{label} at", moment) for label, moment in result.times.items()]
-    emit_table(("field", "value"), rows, title=f"job {prefix}")
+    emit_table(("field", "value"), _status_rows(result), title=f"job {prefix}")
+
+
+def _status_document(status: JobStatus) -> dict[str, Any]:
+    # `times` is what scripts read before the `..._at` fields existed.
+    return {**_as_dict(status), "times": status.times()}
+
+
+def _status_rows(status: JobStatus) -> list[tuple[str, Any]]:
+    """One labelled line per fact, in the order a person reads them; unknown facts left out."""
+    rows: list[tuple[str, Any]] = [
+        ("prefix", status.prefix),
+        ("state", status.state),
+        ("Slurm job id", status.job_id),
+        ("exit code", status.exit_code),
+        ("signal", status.signal),
+        ("reason", status.reason),
+        ("cancel requested", "yes" if status.cancel_requested else "no"),
+        ("cancelled", status.cancelled),
+        ("claimed by", status.claimed_by),
+        ("submitted at", status.submitted_at),
+        ("updated at", status.updated_at),
+        ("claimed at", status.claimed_at),
+        ("completed at", status.completed_at),
+        ("files", status.files),
+        ("bytes", status.bytes),
+        ("not uploaded", ", ".join(status.refused)),
+    ]
+    return [(label, value) for label, value in rows if value not in (None, "")]
 
 
 @main.command(name="list")
@@ -138,7 +188,7 @@ def status(bucket: Optional[str], as_json: bool, prefix: str) -> None:
 @bucket_option
 @json_option
 def list_command(bucket: Optional[str], as_json: bool) -> None:
-    """List every job in the bucket with its state (reads no job files)."""
+    """List every job in the bucket with its state, newest first (reads no job files)."""
     from mint_s3job.jobs import list_jobs
 
     jobs = list_jobs(_store(_config(bucket=bucket)))
@@ -150,13 +200,18 @@ def list_command(bucket: Optional[str], as_json: bool) -> None:
             j.prefix,
             j.state + (" (cancel)" if j.cancel_requested else ""),
             j.job_id,
+            j.submitted_at,
             j.updated_at,
             j.files,
             j.bytes,
         )
         for j in jobs
     ]
-    emit_table(("prefix", "state", "job id", "updated", "files", "bytes"), rows, title="jobs")
+    emit_table(
+        ("prefix", "state", "job id", "submitted at", "updated at", "files", "bytes"),
+        rows,
+        title="jobs",
+    )
 
 
 @contextlib.contextmanager
@@ -173,24 +228,33 @@ def _wait_display(prefix: str) -> Iterator[Any]:
 @main.command()
 @common_options
 @bucket_option
-@click.option("--timeout", type=float, help="Give up after this many seconds (exit 75).")
-@click.option("--interval", type=float, help="Seconds between polls (config 'poll_interval').")
+@click.option("--timeout", type=DURATION, help="Give up after this long (600, 30m, 2h): exit 75.")
+@click.option(
+    "--poll-interval",
+    cls=AliasedOption,
+    old_names=("--interval",),
+    type=DURATION,
+    help="Time between two looks at the job (config 'poll_interval', default 10s).",
+)
 @json_option
 @click.argument("prefix")
 def wait(
     bucket: Optional[str],
     timeout: Optional[float],
-    interval: Optional[float],
+    poll_interval: Optional[float],
     as_json: bool,
     prefix: str,
 ) -> None:
-    """Wait until the job ends: exit 0 if it completed with status 0, 1 if it failed
-    (JOB_ERROR, non-zero exit, cancelled), 75 on timeout."""
-    from mint_s3job.jobs import wait_for
+    """Wait until the job ends and print its end state (with --json: its status).
 
-    config = _config(bucket=bucket, poll_interval=interval)
+    Exit 0 if it completed with status 0; 1 if it failed (JOB_ERROR, non-zero
+    exit, cancelled), 75 on timeout (nothing printed: the job has not ended).
+    """
+    from mint_s3job.jobs import require_success, wait_until_done
+
+    config = _config(bucket=bucket, poll_interval=poll_interval)
     with _wait_display(prefix) as on_change:
-        result = wait_for(
+        result = wait_until_done(
             _store(config),
             prefix,
             timeout=timeout,
@@ -198,31 +262,38 @@ def wait(
             on_change=on_change,
         )
     if as_json:
-        emit_json(_as_dict(result))
+        emit_json(_status_document(result))
     else:
         click.echo(result.state)
+    require_success(result)
 
 
 @main.command()
 @common_options
 @bucket_option
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), help="Default: ./PREFIX")
+@click.option(
+    "--out-dir",
+    cls=AliasedOption,
+    old_names=("--dest",),
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the job's files are written (default: ./PREFIX).",
+)
 @click.option("--include", multiple=True, help="Only names matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Skip names matching this glob (repeatable).")
 @json_option
 @click.argument("prefix")
 def fetch(
     bucket: Optional[str],
-    dest: Optional[Path],
+    out_dir: Optional[Path],
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     as_json: bool,
     prefix: str,
 ) -> None:
-    """Download the job's files into DEST, verified against the manifests.
+    """Download the job's files into --out-dir, verified against the manifests.
 
     Files already there with the same size and checksum are skipped; object
-    names that would lead outside DEST are refused (exit 65).
+    names that would lead outside the directory are refused (exit 65).
     """
     from mint_s3job.fetch import fetch as do_fetch
 
@@ -230,7 +301,7 @@ def fetch(
     result = do_fetch(
         _store(config),
         prefix,
-        dest or Path(prefix),
+        out_dir or Path(prefix),
         include=include,
         exclude=exclude,
         progress=transfer_progress,
@@ -276,30 +347,38 @@ def clean(bucket: Optional[str], force: bool, prefix: str) -> None:
     "--workdir", type=click.Path(file_okay=False, path_type=Path), help="Jobs go to DIR/PREFIX/."
 )
 @click.option("--sbatch", "sbatch", help="sbatch command (config 'sbatch').")
-@click.option("--watch", is_flag=True, help="Keep dispatching every --interval seconds.")
-@click.option("--interval", type=float, help="Seconds between runs with --watch.")
+@click.option("--watch", is_flag=True, help="Keep dispatching, every --poll-interval.")
+@click.option(
+    "--poll-interval",
+    cls=AliasedOption,
+    old_names=("--interval",),
+    type=DURATION,
+    help="Time between two runs with --watch (config 'watch_interval', default 1m).",
+)
 @json_option
 def dispatch(
     bucket: Optional[str],
     workdir: Optional[Path],
     sbatch: Optional[str],
     watch: bool,
-    interval: Optional[float],
+    poll_interval: Optional[float],
     as_json: bool,
 ) -> None:
-    """Submit every new FILE_UPLOAD job to Slurm, each exactly once (replaces sub-job.sh).
+    """Submit every new FILE_UPLOAD job to Slurm, each exactly once (replaces the
+    legacy sub-job.sh).
 
     One run per call (for an EventBridge/SSM trigger or a systemd timer), or
     --watch for a systemd service. Exit 69 when slurmctld could not be reached
     (the jobs stay FILE_UPLOAD for the next run), 1 when a job became JOB_ERROR.
+    With --watch, SIGTERM or SIGINT finishes the current run and exits 0.
     """
     from mint_s3job.dispatch import Dispatcher, DispatchReport
     from mint_s3job.dispatch import watch as watch_loop
     from mint_s3job.slurm import SlurmCommands
 
-    config = _config(bucket=bucket, workdir=workdir, sbatch=sbatch, watch_interval=interval)
-    if watch:
-        log.info("effective config: %s", redacted_view(config))
+    config = _config(
+        daemon=watch, bucket=bucket, workdir=workdir, sbatch=sbatch, watch_interval=poll_interval
+    )
     scheduler = SlurmCommands(
         config.sbatch, config.scancel, config.command_timeout, config.sbatch_args
     )
@@ -321,7 +400,6 @@ def dispatch(
             click.echo(f"{prefix}\tRETRY\t{reason}")
 
     if watch:
-        dispatcher.preflight()
         watch_loop(dispatcher, config.watch_interval, on_report=show)
     else:
         report = dispatcher.run_once()

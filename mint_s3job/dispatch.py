@@ -1,4 +1,4 @@
-"""`dispatch`: the replacement for the seed's sub-job.sh, run on the cluster's head node.
+"""`dispatch`: the replacement for the legacy sub-job.sh, run on the cluster's head node.
 
 Finding work costs one listing of the bucket's top-level prefixes, plus one small
 listing per job that is new or still active: finished jobs are remembered in a
@@ -725,11 +725,15 @@ def watch(
     on_report: Callable[[DispatchReport], None],
     max_runs: Optional[int] = None,
 ) -> None:
-    """Dispatch every `interval` seconds until SIGTERM/SIGINT. Whatever one run throws is
-    logged and recorded in the heartbeat, and the next run comes (a second signal's
-    SystemExit is no Exception, so it still ends the loop)."""
+    """Check the configuration, then dispatch every `interval` seconds until SIGTERM/SIGINT.
+
+    A stop asked for during the checks or a run ends the loop after them (a daemon asked
+    to stop exits 0). Whatever one run throws is logged and recorded in the heartbeat,
+    and the next run comes (a second signal's SystemExit is no Exception, so it still
+    ends the loop)."""
     runs = 0
     with GracefulStop() as stop:
+        dispatcher.preflight()
         while not stop.stop_requested.is_set():
             try:
                 on_report(dispatcher.run_once())

@@ -9,10 +9,11 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Optional
 
 from mint_common.errors import InputError, JobFailed, NoInputError, TryAgainLater
+from mint_common.timeutil import iso_from_epoch, now_iso
 from mint_s3job import layout
 from mint_s3job.layout import State
 from mint_s3job.store import ObjectInfo, ObjectStore
@@ -31,13 +32,28 @@ class JobStatus:
     cancel_requested: bool = False
     cancelled: Optional[str] = None
     claimed_by: Optional[str] = None
+    # When the job's objects were written: ISO 8601 with the UTC offset, None if not (yet).
+    # A job is as old as its submit manifest or, without one (the legacy scripts' jobs,
+    # an unfinished submit), its oldest object.
+    submitted_at: Optional[str] = None
     updated_at: Optional[str] = None
+    claimed_at: Optional[str] = None
+    completed_at: Optional[str] = None
     files: int = 0
     bytes: int = 0
     reason: Optional[str] = None
     # What the epilog would not upload (symlinks, special files; "." = the job's directory).
     refused: list[str] = field(default_factory=list)
-    times: dict[str, str] = field(default_factory=dict)
+
+    def times(self) -> dict[str, str]:
+        """The `times` mapping of the JSON before the `..._at` fields (kept one release)."""
+        moments = {
+            "submitted": self.submitted_at,
+            "updated": self.updated_at,
+            "claimed": self.claimed_at,
+            "completed": self.completed_at,
+        }
+        return {label: moment for label, moment in moments.items() if moment}
 
 
 def read_json_object(store: ObjectStore, key: str) -> Optional[dict[str, Any]]:
@@ -59,7 +75,7 @@ def read_state(store: ObjectStore, prefix: str) -> Optional[State]:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    return iso_from_epoch(moment.timestamp()) or ""
 
 
 def _text(store: ObjectStore, prefix: str, name: str) -> Optional[str]:
@@ -75,18 +91,13 @@ def job_status(store: ObjectStore, prefix: str) -> JobStatus:
     status = JobStatus(prefix, INCOMPLETE)
     status.files = sum(1 for name in objects if not layout.is_metadata(name))
     status.bytes = sum(o.size for name, o in objects.items() if not layout.is_metadata(name))
-    for name, label in (
-        (layout.SUBMIT_MANIFEST, "submitted"),
-        (layout.JOB_STAT, "updated"),
-        (layout.CLAIM, "claimed"),
-        (layout.EXIT, "completed"),
-    ):
-        if name in objects:
-            status.times[label] = _iso(objects[name].last_modified)
+    status.submitted_at = _iso(_submitted(objects))
+    status.updated_at = _moment(objects, layout.JOB_STAT)
+    status.claimed_at = _moment(objects, layout.CLAIM)
+    status.completed_at = _moment(objects, layout.EXIT)
     if layout.JOB_STAT in objects:
         state = read_state(store, prefix)
         status.state = state.value if state else INCOMPLETE
-        status.updated_at = status.times.get("updated")
     if layout.JOB_ID in objects:
         status.job_id = _text(store, prefix, layout.JOB_ID) or None
     status.cancel_requested = layout.CANCEL in objects
@@ -95,6 +106,10 @@ def job_status(store: ObjectStore, prefix: str) -> JobStatus:
     if status.state == State.JOB_ERROR.value and layout.SBATCH_OUT in objects:
         status.reason = _first_error_line(_text(store, prefix, layout.SBATCH_OUT) or "")
     return status
+
+
+def _moment(objects: dict[str, ObjectInfo], name: str) -> Optional[str]:
+    return _iso(objects[name].last_modified) if name in objects else None
 
 
 def _add_claim(
@@ -134,6 +149,7 @@ class JobSummary:
     prefix: str
     state: str
     job_id: Optional[str]
+    submitted_at: Optional[str]
     updated_at: Optional[str]
     files: int
     bytes: int
@@ -141,7 +157,10 @@ class JobSummary:
 
 
 def list_jobs(store: ObjectStore, workers: int = 16) -> list[JobSummary]:
-    """Every job in the bucket from one listing; only the tiny state and job-id objects are read."""
+    """Every job in the bucket from one listing, newest submission first.
+
+    Only the tiny state and job-id objects are read.
+    """
     grouped: dict[str, dict[str, ObjectInfo]] = defaultdict(dict)
     for info in store.list_objects(""):
         prefix, sep, name = info.key.partition("/")
@@ -162,14 +181,25 @@ def list_jobs(store: ObjectStore, workers: int = 16) -> list[JobSummary]:
             prefix,
             state,
             job_id,
+            _iso(_submitted(objects)),
             updated,
             len(files),
             sum(o.size for o in files),
             layout.CANCEL in objects,
         )
 
+    def newest_first(prefix: str) -> tuple[datetime, str]:
+        return _submitted(grouped[prefix]), prefix
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(summarise, sorted(grouped)))
+        return list(pool.map(summarise, sorted(grouped, key=newest_first, reverse=True)))
+
+
+def _submitted(objects: dict[str, ObjectInfo]) -> datetime:
+    manifest = objects.get(layout.SUBMIT_MANIFEST)
+    if manifest is not None:
+        return manifest.last_modified
+    return min(o.last_modified for o in objects.values())
 
 
 def outcome(status: JobStatus) -> Optional[JobFailed]:
@@ -195,7 +225,21 @@ def outcome(status: JobStatus) -> Optional[JobFailed]:
 TERMINAL = (State.JOB_COMPLETE.value, State.JOB_ERROR.value)
 
 
-def wait_for(
+def require_success(final: JobStatus) -> JobStatus:
+    """The finished job's status if it succeeded; raise its JobFailed (exit 1) otherwise."""
+    failure = outcome(final)
+    if failure is not None:
+        raise failure
+    if final.exit_code is None:
+        log.warning(
+            "job %s finished, but no exit status was recorded (was the EpilogSlurmctld"
+            " the legacy epilog.sh instead of mint-s3job epilog?)",
+            final.prefix,
+        )
+    return final
+
+
+def wait_until_done(
     store: ObjectStore,
     prefix: str,
     *,
@@ -205,7 +249,7 @@ def wait_for(
     clock: Callable[[], float] = time.monotonic,
     on_change: Callable[[str], None] = lambda _state: None,
 ) -> JobStatus:
-    """Poll the state object until the job ends; raise JobFailed (1) or TryAgainLater (75)."""
+    """Poll the state object until the job ends, whichever way; TryAgainLater (75) on timeout."""
     status = job_status(store, prefix)
     if status.state == INCOMPLETE:
         raise NoInputError(
@@ -224,13 +268,7 @@ def wait_for(
         if current != last:
             last = current
             on_change(last)
-    final = job_status(store, prefix)
-    failure = outcome(final)
-    if failure is not None:
-        raise failure
-    if final.exit_code is None:
-        log.warning("job %s finished, but no exit status was recorded (seed epilog?)", prefix)
-    return final
+    return job_status(store, prefix)
 
 
 def cancel_job(store: ObjectStore, prefix: str) -> str:
@@ -243,7 +281,7 @@ def cancel_job(store: ObjectStore, prefix: str) -> str:
         log.info("job %s is already %s; nothing to cancel", prefix, state.value)
         return state.value
     marker = {
-        "requested_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "requested_at": now_iso(),
         "host": socket.gethostname(),
     }
     store.put_bytes(layout.key(prefix, layout.CANCEL), json.dumps(marker).encode())

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import click
 
-from mint_common.cli import MintGroup, common_options, current_options, exit_with
-from mint_common.config import load_config
+from mint_common.cli import (
+    DURATION,
+    AliasedOption,
+    MintGroup,
+    common_options,
+    current_options,
+    exit_with,
+)
+from mint_common.config import load_config, log_effective_config
 from mint_common.errors import InputError, JobFailed, UsageError
 from mint_common.extras import require_extra
 from mint_common.files import atomic_write
 from mint_common.output import emit_json, emit_table
-from mint_ssh.config import SshToolConfig, config_summary
+from mint_ssh.config import SshToolConfig, config_view
 
 if TYPE_CHECKING:
     from mint_ssh.connection import SshConnection
@@ -30,8 +36,13 @@ log = logging.getLogger("mint_ssh")
 
 def _load(**cli: Any) -> SshToolConfig:
     cfg = load_config(SshToolConfig, "mint-ssh", config_file=current_options().config_file, cli=cli)
-    log.info("effective config: %s", config_summary(cfg))
+    log_effective_config(log, config_view(cfg), at_start=False)
     return cfg
+
+
+def _needs_ssh() -> None:
+    """Only the commands that connect need paramiko (`runs` and `gate` work without it)."""
+    require_extra("mint-ssh", "ssh", ("paramiko",))
 
 
 def _connector(cfg: SshToolConfig, accept_new: bool) -> Callable[[HostSpec], SshConnection]:
@@ -56,37 +67,53 @@ def main() -> None:
     """Run one command on an external computer over SSH, with files in and out.
 
     \b
-      mint-ssh run ssh-node01 --put input.dat -- ./solve.sh input.dat
+      mint-ssh run ssh-node01 --input input.dat -- ./solve.sh input.dat
       mint-ssh check ssh-node01
       mint-ssh runs
-      mint-ssh resume 3f2a...   (after a crash or a long network outage)
+      mint-ssh resume --last   (after a crash or a long network outage)
     """
-    require_extra("mint-ssh", "ssh", ("paramiko",))
 
 
-def _interrupt_on_sigterm() -> None:
-    """systemd and cron wrappers stop us with SIGTERM: unwind like Ctrl-C, so the run record
-    stays consistent and the `resume` hint is printed."""
+def _summary(outcome: RunOutcome) -> dict[str, Any]:
+    from mint_common.timeutil import iso_from_epoch
 
-    def interrupt(_signum: int, _frame: Optional[FrameType]) -> None:
-        raise KeyboardInterrupt
+    record = outcome.record
+    return {
+        "run_id": record.run_id,
+        "host": record.host,
+        "exit_status": record.exit_status,
+        "state": record.state,
+        "out_dir": record.dest,
+        "files": [{"path": name, "size": size} for name, size in outcome.downloaded.fetched],
+        "fetched_earlier": outcome.fetched_earlier,
+        "remote_dir_kept": outcome.kept_remote,
+        "remote_dir": record.workdir,
+        "created_at": iso_from_epoch(record.created_at),
+        "updated_at": iso_from_epoch(record.updated_at),
+    }
 
-    signal.signal(signal.SIGTERM, interrupt)
 
-
-def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
+def _report(outcome: RunOutcome, exit_code_file: Optional[Path], json_file: Optional[Path]) -> None:
     status = outcome.exit_status
     if exit_code_file is not None:
         atomic_write(exit_code_file, f"{status}\n", mode=0o644)
-    click.echo(
-        f"run {outcome.record.run_id}: remote exit status {status};"
-        f" {outcome.downloaded.files} file(s) fetched into {outcome.record.dest}",
-        err=True,
-    )
-    if outcome.kept_remote:
+    if json_file is not None:
+        atomic_write(json_file, json.dumps(_summary(outcome), indent=2) + "\n", mode=0o644)
+    record = outcome.record
+    if outcome.fetched_earlier:
         click.echo(
-            f"remote working dir kept: {outcome.record.host}:{outcome.record.workdir}", err=True
+            f"run {record.run_id}: already done (remote exit status {status});"
+            f" its results were fetched earlier into {record.dest}",
+            err=True,
         )
+    else:
+        click.echo(
+            f"run {record.run_id}: remote exit status {status};"
+            f" {outcome.downloaded.files} file(s) fetched into {record.dest}",
+            err=True,
+        )
+    if outcome.kept_remote:
+        click.echo(f"remote working dir kept: {record.host}:{record.workdir}", err=True)
     if status != 0:
         raise JobFailed(f"the remote command exited with status {status}", job_exit_status=status)
     refused = outcome.downloaded.refused
@@ -97,25 +124,67 @@ def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
         )
 
 
+_EXIT_CODE_FILE = click.option(
+    "--exit-code-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the remote exit status here.",
+)
+
+
+def _not_stdout(_ctx: click.Context, param: click.Parameter, value: Optional[Path]) -> Any:
+    if value is not None and str(value) == "-":
+        raise click.BadParameter(
+            "give a file: stdout carries the remote command's own output", param=param
+        )
+    return value
+
+
+_JSON_FILE = click.option(
+    "--json",
+    "json_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_not_stdout,
+    help="Also write a summary for scripts to this file: run id, exit status, the files"
+    " fetched with their sizes, times (ISO 8601). Not to stdout: stdout carries the remote"
+    " command's own output.",
+)
+
+
 @main.command()
 @common_options
 @click.argument("host")
 @click.argument("command", nargs=-1)
 @click.option(
-    "--put",
-    "puts",
+    "--input",
+    "inputs",
+    cls=AliasedOption,
+    old_names=("--put",),
     multiple=True,
-    type=click.Path(path_type=Path),
-    help="Upload this file into the working dir (repeatable).",
+    type=click.Path(),
+    help="Send this file or directory into the working dir (repeatable). A directory"
+    " arrives as DIR/...; with a trailing slash (DIR/), its contents arrive.",
 )
 @click.option(
-    "--get",
-    "gets",
+    "--include",
+    "includes",
+    cls=AliasedOption,
+    old_names=("--get",),
     multiple=True,
+    metavar="GLOB",
     help="Fetch only paths matching this glob (repeatable); default: the whole working dir.",
 )
 @click.option(
-    "--dest",
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Do not fetch paths matching this glob, nor what is under them (repeatable).",
+)
+@click.option(
+    "--out-dir",
+    "out_dir",
+    cls=AliasedOption,
+    old_names=("--dest",),
     type=click.Path(file_okay=False, path_type=Path),
     default=Path(),
     show_default="current dir",
@@ -125,12 +194,13 @@ def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
     "--workdir-base", help="Remote directory under which <base>/<run id> is made [default: /tmp]."
 )
 @click.option("--keep", is_flag=True, help="Leave the remote working dir in place.")
-@click.option("--timeout", type=float, help="Stop the remote command after this many seconds.")
 @click.option(
-    "--exit-code-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the remote exit status here.",
+    "--timeout",
+    type=DURATION,
+    help="Stop the remote command after this long (600, 30m, 2h).",
 )
+@_EXIT_CODE_FILE
+@_JSON_FILE
 @click.option(
     "--accept-new-host-key",
     is_flag=True,
@@ -147,27 +217,34 @@ def _report(outcome: RunOutcome, exit_code_file: Optional[Path]) -> None:
 def run(
     host: str,
     command: tuple[str, ...],
-    puts: tuple[Path, ...],
-    gets: tuple[str, ...],
-    dest: Path,
+    inputs: tuple[str, ...],
+    includes: tuple[str, ...],
+    excludes: tuple[str, ...],
+    out_dir: Path,
     workdir_base: Optional[str],
     keep: bool,
     timeout: Optional[float],
     exit_code_file: Optional[Path],
+    json_file: Optional[Path],
     accept_new_host_key: Optional[bool],
     verify_sha256: Optional[bool],
 ) -> None:
-    """Push files to HOST, run COMMAND there in a fresh dir, pull the results back.
+    """Send files to HOST, run COMMAND there in a fresh dir, fetch the results back.
 
     Without COMMAND the remote program from the config runs (by default
     ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh).
+    The remote command's stdout goes to stdout and its stderr to stderr, as
+    with ssh; mint-ssh's own messages go to stderr.
     Exit 0 when the remote command exited 0, 1 when it did not; 65 when result
     names were refused as unsafe; 66 missing input, 69 unreachable, 74 transfer
-    failure, 77 host key or login refused.
+    failure, 77 host key or login refused, 78 configuration (an unknown host).
 
     \b
-      mint-ssh run ssh-node01 --put in.csv --get 'out/*' --dest results -- ./calc.sh in.csv
+      mint-ssh run ssh-node01 --input in.csv --include 'out/*' --out-dir results \\
+          --json summary.json -- ./calc.sh in.csv
+      x=$(mint-ssh run ssh-node01 -- cat version.txt)
     """
+    _needs_ssh()
     from mint_ssh.hosts import resolve_host
     from mint_ssh.runner import RunRequest, run_job
 
@@ -181,51 +258,61 @@ def run(
     request = RunRequest(
         host=host,
         command=command or (spec.remote_program,),
-        inputs=puts,
-        get=gets,
-        dest=dest,
+        inputs=inputs,
+        get=includes,
+        exclude=excludes,
+        dest=out_dir,
         keep=keep,
         timeout=cfg.timeout,
     )
-    _interrupt_on_sigterm()
     outcome = run_job(spec, cfg, request, _connector(cfg, cfg.accept_new_host_key))
-    _report(outcome, exit_code_file)
+    _report(outcome, exit_code_file, json_file)
 
 
 @main.command()
 @common_options
-@click.argument("run_id")
-@click.option(
-    "--exit-code-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write the remote exit status here.",
-)
-def resume(run_id: str, exit_code_file: Optional[Path]) -> None:
-    """Reattach to run RUN_ID, wait for its command, and fetch its results."""
+@click.argument("run_id", required=False)
+@click.option("--last", is_flag=True, help="Resume the newest run.")
+@_EXIT_CODE_FILE
+@_JSON_FILE
+def resume(
+    run_id: Optional[str], last: bool, exit_code_file: Optional[Path], json_file: Optional[Path]
+) -> None:
+    """Reattach to run RUN_ID, wait for its command, and fetch its results.
+
+    RUN_ID may be any unique beginning of the id that `mint-ssh runs` shows.
+
+    \b
+      mint-ssh resume 3f2a
+      mint-ssh resume --last
+    """
+    _needs_ssh()
     from mint_ssh.hosts import resolve_host
+    from mint_ssh.records import RunStore
     from mint_ssh.runner import resume_job
 
+    if (run_id is None) == (not last):
+        raise UsageError("give a RUN_ID (or a unique beginning of one), or --last")
     cfg = _load()
-    _interrupt_on_sigterm()
+    store = RunStore(cfg.runs_dir)
+    full_id = store.newest() if last else store.find(run_id or "")
     outcome = resume_job(
-        run_id, lambda alias: resolve_host(alias, cfg), cfg, _connector(cfg, False)
+        full_id, lambda alias: resolve_host(alias, cfg), cfg, _connector(cfg, False)
     )
-    _report(outcome, exit_code_file)
+    _report(outcome, exit_code_file, json_file)
 
 
 @main.command()
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON list for scripts.")
 def runs(as_json: bool) -> None:
-    """List the local run records (newest last)."""
-    import dataclasses
-    import time
-
+    """List the local run records (newest first)."""
+    from mint_common.timeutil import iso_from_epoch
     from mint_ssh.records import RunStore
 
     records = RunStore(_load().runs_dir).all()
     if as_json:
-        emit_json([dataclasses.asdict(r) for r in records])
+        emit_json([r.as_json() for r in records])
         return
     rows = [
         [
@@ -233,13 +320,16 @@ def runs(as_json: bool) -> None:
             r.host,
             r.state,
             "" if r.exit_status is None else str(r.exit_status),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at)),
+            iso_from_epoch(r.created_at) or "",
             r.workdir,
+            r.message,
         ]
         for r in records
     ]
     emit_table(
-        ["run id", "host", "state", "exit", "created", "remote dir"], rows, title="mint-ssh runs"
+        ["run id", "host", "state", "exit", "created", "remote dir", "note"],
+        rows,
+        title="mint-ssh runs",
     )
 
 
@@ -252,6 +342,7 @@ def runs(as_json: bool) -> None:
 )
 def check(host: str, as_json: bool, accept_new_host_key: Optional[bool]) -> None:
     """Diagnose HOST: config, connection, host key, login, work base, program, latency."""
+    _needs_ssh()
     from mint_ssh.diagnose import check_host
     from mint_ssh.hosts import resolve_host
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
+from mint_common.config import redacted_view, tool_state_dir
 from mint_common.errors import ConfigError
 from mint_common.retry import RetryPolicy
+from mint_common.timeutil import Duration
 
 DEFAULT_PROGRAM = "~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh"
 
@@ -30,11 +31,6 @@ class HostEntry:
     remote_program: Optional[str] = None
 
 
-def _default_state_dir() -> Path:
-    xdg = os.environ.get("XDG_STATE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "mint" / "ssh"
-
-
 @dataclasses.dataclass(frozen=True)
 class SshToolConfig:
     """Everything `mint-ssh` reads from its config layers."""
@@ -48,10 +44,10 @@ class SshToolConfig:
     retry: RetryPolicy = dataclasses.field(
         default_factory=lambda: RetryPolicy.parse_legacy("retry:5,60")
     )
-    connect_timeout: float = 15.0
+    connect_timeout: Duration = dataclasses.field(default=Duration(15.0), metadata={"above": 0})
     verify_sha256: bool = False
     accept_new_host_key: bool = False
-    timeout: Optional[float] = None
+    timeout: Optional[Duration] = dataclasses.field(default=None, metadata={"above": 0})
 
     def validate(self) -> None:
         if not PurePosixPath(self.workdir_base).is_absolute():
@@ -64,12 +60,6 @@ class SshToolConfig:
                 raise ConfigError(
                     f"key 'hosts.{alias}.workdir_base': {base!r} must be an absolute remote path"
                 )
-        if self.connect_timeout <= 0:
-            raise ConfigError(
-                f"key 'connect_timeout': must be positive, got {self.connect_timeout}"
-            )
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"key 'timeout': must be positive, got {self.timeout}")
 
     @property
     def ssh_config_path(self) -> Path:
@@ -81,17 +71,17 @@ class SshToolConfig:
 
     @property
     def runs_dir(self) -> Path:
-        return (self.state_dir or _default_state_dir()) / "runs"
+        return (self.state_dir or tool_state_dir("mint-ssh")) / "runs"
 
 
-def config_summary(cfg: SshToolConfig) -> dict[str, Any]:
-    """The effective settings, for the one start-up log line."""
-    return {
-        "hosts": sorted(cfg.hosts),
-        "ssh_config": str(cfg.ssh_config_path),
-        "known_hosts": str(cfg.known_hosts_path),
-        "workdir_base": cfg.workdir_base,
-        "remote_program": cfg.remote_program,
-        "runs_dir": str(cfg.runs_dir),
-        "retry": f"{cfg.retry.max_attempts} attempts, up to {cfg.retry.max_delay} s apart",
+def config_view(cfg: SshToolConfig) -> dict[str, Any]:
+    """The effective settings, for the one configuration log line (secrets: none here)."""
+    view = redacted_view(cfg)
+    view["retry"] = {
+        "max_attempts": cfg.retry.max_attempts,
+        "max_delay": cfg.retry.max_delay,
     }
+    view["ssh_config"] = str(cfg.ssh_config_path)
+    view["known_hosts"] = str(cfg.known_hosts_path)
+    view["runs_dir"] = str(cfg.runs_dir)
+    return view

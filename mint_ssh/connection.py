@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -23,9 +24,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Protocol
 
-from mint_common.errors import AuthError, TransferError, UnavailableError
+from mint_common.errors import AuthError, ConfigError, TransferError, UnavailableError
 from mint_ssh import protocol
-from mint_ssh.hosts import HostSpec, parse_jump
+from mint_ssh.hosts import DEFAULT_IDENTITIES, NO_SUCH_NAME, HostSpec, no_such_name, parse_jump
 
 if TYPE_CHECKING:
     import paramiko
@@ -122,6 +123,8 @@ class RemoteHost(Protocol):
         on_output: Callable[[bytes], None],
         blocks: Iterable[bytes] = (),
         on_sent: Callable[[], None] = ...,
+        on_stdout: Callable[[bytes], None] = ...,
+        end_mark: str = ...,
     ) -> ExecResult: ...
 
     def close(self) -> None: ...
@@ -141,6 +144,37 @@ def _key_types_for(known_types: set[str]) -> list[str]:
         else:
             names.append(key_type)
     return names
+
+
+class _UntilMark:
+    """Passes a stream on to `sink` until `mark`; what follows the mark is handed back.
+    The last bytes that could begin the mark are held until the next chunk tells."""
+
+    def __init__(self, mark: bytes, sink: Callable[[bytes], None]) -> None:
+        self.mark = mark
+        self.sink = sink
+        self.held = b""
+        self.seen = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self.held + chunk
+        at = data.find(self.mark)
+        if at >= 0:
+            self.held, self.seen = b"", True
+            if at:
+                self.sink(data[:at])
+            return data[at + len(self.mark) :]
+        keep = len(self.mark) - 1
+        safe, self.held = data[: max(0, len(data) - keep)], data[max(0, len(data) - keep) :]
+        if safe:
+            self.sink(safe)
+        return b""
+
+    def flush(self) -> None:
+        """The stream ended without the mark: what was held is output too."""
+        if self.held:
+            self.sink(self.held)
+            self.held = b""
 
 
 class _ChannelReader:
@@ -219,6 +253,7 @@ class SshConnection:
         self._proxy: Optional[subprocess.Popen[bytes]] = None
         self.host_key_fingerprint = ""
         self.host_key_status = ""
+        self.missing_identities: list[Path] = []
         try:
             self.transport = self._handshake(sock if sock is not None else self._open_socket())
         except BaseException:
@@ -236,6 +271,13 @@ class SshConnection:
         try:
             address = (spec.hostname, spec.port)
             return _prompt(socket.create_connection(address, timeout=self.connect_timeout))
+        except socket.gaierror as exc:
+            # "no such name" does not heal by retrying; a resolver that is down may
+            if exc.errno in NO_SUCH_NAME:
+                raise no_such_name(spec.alias, spec.hostname, spec.source) from exc
+            raise UnavailableError(
+                f"cannot look up {spec.hostname}: {exc.strerror or exc}"
+            ) from exc
         except OSError as exc:
             raise UnavailableError(
                 f"cannot connect to {spec.hostname} port {spec.port}: {exc}"
@@ -360,21 +402,37 @@ class SshConnection:
             return
         files = ", ".join(str(p) for p in spec.known_hosts_files)
         if pinned is not None:
+            holder = self._file_pinning(name) or spec.known_hosts_files[0]
             raise AuthError(
                 f"the host key of {name} has CHANGED: it now presents {self.host_key_fingerprint},"
-                f" which does not match {files}; refusing to connect (possible"
+                f" which does not match {holder}; refusing to connect (possible"
                 " man-in-the-middle attack)",
-                hint="if the host was really re-installed, remove its old line with"
-                f" `ssh-keygen -R '{name}' -f FILE` and confirm the new fingerprint out of band",
+                hint="if the host was really re-installed, confirm the new fingerprint with its"
+                f" admin, remove the old line with `ssh-keygen -R {shlex.quote(name)}"
+                f" -f {shlex.quote(str(holder))}` and run again with --accept-new-host-key",
             )
         if not self.accept_new_host_key:
             raise AuthError(
                 f"the host key of {name} is unknown ({self.host_key_fingerprint}); not in {files}",
                 hint="confirm the fingerprint with the host's admin, then run again with"
-                " --accept-new-host-key to record it",
+                f" --accept-new-host-key to record it in {spec.known_hosts_files[0]}",
             )
         self._record_host_key(name, key)
         self.host_key_status = "recorded now"
+
+    def _file_pinning(self, name: str) -> Optional[Path]:
+        """The first known_hosts file that holds a key for `name`."""
+        import paramiko
+
+        for path in self.spec.known_hosts_files:
+            if not path.is_file():
+                continue
+            keys = paramiko.HostKeys()
+            with contextlib.suppress(OSError, paramiko.SSHException):
+                keys.load(str(path))
+            if keys.lookup(name):
+                return path
+        return None
 
     def _record_host_key(self, name: str, key: paramiko.PKey) -> None:
         path = self.spec.known_hosts_files[0]
@@ -410,6 +468,14 @@ class SshConnection:
             if transport.is_authenticated():
                 log.debug("authenticated as %s with %s", user, label)
                 return
+        if self.missing_identities:
+            named = ", ".join(str(p) for p in self.missing_identities)
+            raise ConfigError(
+                f"authentication as {user} on {self.spec.hostname} failed: the identity file"
+                f" {named} (from {self.spec.source}) does not exist"
+                + (f"; also tried: {'; '.join(tried)}" if tried else ""),
+                hint="correct IdentityFile / identity_file, or load the key into ssh-agent",
+            )
         raise AuthError(
             f"authentication as {user} on {self.spec.hostname} failed; tried: "
             + ("; ".join(tried) or "no keys (no agent, no identity file found)"),
@@ -428,9 +494,13 @@ class SshConnection:
                 agent_keys = ()
             for key in agent_keys:
                 yield f"agent key {fingerprint(key)}", key
+        defaults = {Path.home() / ".ssh" / name for name in DEFAULT_IDENTITIES}
         for path in self.spec.identity_files:
             if not path.is_file():
+                if path not in defaults:
+                    self.missing_identities.append(path)
                 continue
+            _refuse_unprotected(path)
             file_key = self._load_key(path, tried)
             if file_key is not None:
                 yield f"key file {path}", file_key
@@ -584,10 +654,13 @@ class SshConnection:
         on_output: Callable[[bytes], None],
         blocks: Iterable[bytes] = (),
         on_sent: Callable[[], None] = lambda: None,
+        on_stdout: Callable[[bytes], None] = lambda chunk: None,
+        end_mark: str = protocol.END_MARK,
     ) -> ExecResult:
         """Run `command` with `blocks` as its stdin (`on_sent` is called once they are all
-        sent), passing its stderr to `on_output` as it comes, until it ends or has printed a
-        line on stdout: then it is returned `pending`, still open. Probes a silent link."""
+        sent), passing its stderr to `on_output` and its stdout up to `end_mark` to
+        `on_stdout` as they come, until it ends or has printed a line after the mark: then
+        it is returned `pending`, still open. Probes a silent link."""
         channel = self._open(command)
         try:
             # stdin stays open: the request reads its next step there later
@@ -603,13 +676,15 @@ class SshConnection:
         on_sent()
         stdout = bytearray()
         last = _Tail(STDERR_TAIL, note=False)  # already shown as it came
+        passing = _UntilMark(end_mark.encode(), on_stdout)
         while True:
             if channel.recv_stderr_ready():
                 chunk = channel.recv_stderr(CHUNK)
                 last.add(chunk)
                 on_output(bytes(chunk))
             elif channel.recv_ready():
-                stdout += channel.recv(CHUNK)
+                chunk = channel.recv(CHUNK)
+                stdout += chunk if passing.seen else passing.feed(chunk)
                 if b"\n" in stdout:
                     return ExecResult(0, bytes(stdout), last.value(), pending=channel)
                 if len(stdout) > MAX_STATUS_LINE:
@@ -622,6 +697,7 @@ class SshConnection:
                 break
             else:
                 self._wait(channel)
+        passing.flush()
         return self._finish(channel, bytes(stdout), stderr=last)
 
     def _probe(self, timeout: float) -> None:
@@ -649,6 +725,18 @@ class SshConnection:
                 os.killpg(self._proxy.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proxy.wait(timeout=5)
+
+
+def _refuse_unprotected(path: Path) -> None:
+    """Refuse a private key that others may read, as OpenSSH does ("UNPROTECTED PRIVATE KEY
+    FILE"): the key may already be copied, and using it silently hides that."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise AuthError(
+            f"the private key {path} is readable by others (mode {mode:04o});"
+            " refusing to use it, as OpenSSH does",
+            hint=f"chmod 600 {shlex.quote(str(path))}",
+        )
 
 
 def connect(

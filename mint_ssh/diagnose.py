@@ -8,6 +8,8 @@ import uuid
 from typing import Callable, Optional
 
 from mint_common.checks import FAIL, WARN, CheckOutcome, CheckRunner
+from mint_common.errors import MintError
+from mint_common.exitcodes import describe
 from mint_ssh import protocol
 from mint_ssh.connection import SshConnection
 from mint_ssh.hosts import HostSpec
@@ -42,14 +44,20 @@ class HostChecks:
             if self.conn is not None:
                 self.conn.close()
 
-    def config(self) -> str:
-        self.spec = self._resolve()
+    def config(self) -> CheckOutcome:
+        try:
+            self.spec = self._resolve()
+        except MintError as exc:
+            return _failed_with_hint(exc)
         return self.spec.describe()
 
-    def connect(self) -> str:
+    def connect(self) -> CheckOutcome:
         assert self.spec is not None
         began = time.monotonic()
-        self.conn = self._connect(self.spec)
+        try:
+            self.conn = self._connect(self.spec)
+        except MintError as exc:
+            return _failed_with_hint(exc)
         return f"authenticated as {self.spec.user} in {time.monotonic() - began:.2f} s"
 
     def host_key(self) -> str:
@@ -103,6 +111,12 @@ class HostChecks:
         return (
             f"{statistics.median(samples) * 1000:.1f} ms per command (median of {LATENCY_SAMPLES})"
         )
+
+
+def _failed_with_hint(exc: MintError) -> CheckOutcome:
+    """A FAIL row that also says what to do (the hint a run would print)."""
+    detail = describe(exc)
+    return FAIL, f"{detail}; {exc.hint}" if exc.hint else detail
 
 
 def check_host(

@@ -22,7 +22,7 @@ import logging.handlers
 import os
 import stat
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from mint_common.errors import AuthError
@@ -99,6 +99,13 @@ def check_paths(op: protocol.Operation) -> None:
     if control is not None and not stat.S_ISDIR(control.st_mode):
         raise protocol.RefusedCommand(f"{op.workdir}/{protocol.CONTROL_DIR} is not a directory")
     for item in op.files:
+        # a dir on the way to the file must be a real dir, or the file would land elsewhere
+        parts = PurePosixPath(item.name).parts
+        for depth in range(1, len(parts)):
+            inner = "/".join(parts[:depth])
+            found = _lstat(f"{op.workdir}/{inner}")
+            if found is not None and not stat.S_ISDIR(found.st_mode):
+                raise protocol.RefusedCommand(f"{inner} is a symlink or not a directory")
         part = _lstat(f"{op.workdir}/{item.name}{protocol.PART_SUFFIX}")
         if part is not None and stat.S_ISLNK(part.st_mode):
             raise protocol.RefusedCommand(f"{item.name}{protocol.PART_SUFFIX} is a symlink")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
 import getpass
 import os
+import socket
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from mint_common.errors import ConfigError
 from mint_ssh.config import HostEntry, SshToolConfig
@@ -16,6 +19,14 @@ from mint_ssh.lazyimport import defer_import
 defer_import("invoke")
 
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
+# Looks a host name up (socket.getaddrinfo's signature); raises socket.gaierror when it cannot.
+Lookup = Callable[[str, int], object]
+# "No such name" answers: the name does not exist, retrying will not make it.
+NO_SUCH_NAME = frozenset(
+    code
+    for code in (getattr(socket, "EAI_NONAME", None), getattr(socket, "EAI_NODATA", None))
+    if code is not None
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,14 +71,47 @@ def _expand(path: str) -> Path:
     return Path(os.path.expanduser(path))
 
 
-def resolve_host(alias: str, cfg: SshToolConfig) -> HostSpec:
-    """The tool's own `hosts:` entry wins; otherwise the ssh_config file (if it exists)."""
+def resolve_host(alias: str, cfg: SshToolConfig, lookup: Lookup = socket.getaddrinfo) -> HostSpec:
+    """The tool's own `hosts:` entry wins; otherwise the ssh_config file (if it exists).
+
+    A name known to neither (a `Host *` block does not make a name known) must be a real host
+    name: `lookup` checks it, and "no such name" is a configuration error at once (a
+    misspelt alias), with the known names that come close. A lookup that fails for another
+    reason (the resolver is down) is left to the connection, which retries.
+    """
     if not alias or alias.startswith("-") or any(c.isspace() for c in alias):
         raise ConfigError(f"host {alias!r} is not a valid host name or alias")
     entry = cfg.hosts.get(alias)
     if entry is not None:
         return _from_entry(alias, entry, cfg)
-    return _from_ssh_config(alias, cfg)
+    spec, known = _from_ssh_config(alias, cfg)
+    if alias not in known and not (spec.proxy_command or spec.proxy_jump):
+        try:
+            lookup(spec.hostname, spec.port)
+        except socket.gaierror as exc:
+            if exc.errno in NO_SUCH_NAME:
+                raise no_such_name(alias, spec.hostname, spec.source, [*cfg.hosts, *known]) from exc
+    return spec
+
+
+def no_such_name(
+    alias: str, hostname: str, source: str, known: Optional[list[str]] = None
+) -> ConfigError:
+    """The error for a host name that does not exist (78: retrying cannot help); with
+    `known`, the names it was looked for among, and those close to it."""
+    if known is None:
+        where = "" if hostname == alias else f" (host name {hostname}, from {source})"
+        return ConfigError(f"unknown host {alias!r}{where}: no such host name")
+    names = sorted(set(known))
+    close = difflib.get_close_matches(alias, names, n=3, cutoff=0.6)
+    message = (
+        f"unknown host {alias!r}: neither in hosts: of the mint-ssh config nor a Host of the"
+        " ssh config, and no such host name"
+    )
+    if close:
+        message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    hint = f"known hosts: {', '.join(names[:10])}" if names else None
+    return ConfigError(message, hint=hint)
 
 
 def _from_entry(alias: str, entry: HostEntry, cfg: SshToolConfig) -> HostSpec:
@@ -97,11 +141,14 @@ def _from_entry(alias: str, entry: HostEntry, cfg: SshToolConfig) -> HostSpec:
     )
 
 
-def _from_ssh_config(alias: str, cfg: SshToolConfig) -> HostSpec:
+def _from_ssh_config(alias: str, cfg: SshToolConfig) -> tuple[HostSpec, list[str]]:
+    """The host's settings, and the names the ssh config knows (its `Host` names without
+    wildcards, plus `alias` when a pattern other than a bare `*` matches it)."""
     import paramiko
 
     path = cfg.ssh_config_path
     settings: dict[str, Any]
+    known: list[str] = []
     if path.is_file():
         try:
             ssh_config = paramiko.SSHConfig.from_path(str(path))
@@ -109,10 +156,30 @@ def _from_ssh_config(alias: str, cfg: SshToolConfig) -> HostSpec:
         except (paramiko.SSHException, OSError, ValueError) as exc:
             raise ConfigError(f"cannot read ssh config {path}: {exc}") from exc
         source = f"ssh config {path}"
+        known = _known_names(alias, _host_patterns(path))
     else:
         settings = {"hostname": alias}
         source = "no ssh config entry"
-    return _build(alias, settings, cfg, source=source, workdir_base=None, remote_program=None)
+    spec = _build(alias, settings, cfg, source=source, workdir_base=None, remote_program=None)
+    return spec, known
+
+
+def _host_patterns(path: Path) -> set[str]:
+    """The patterns of the file's `Host` lines (paramiko's own list fails on `Match` blocks)."""
+    patterns: set[str] = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        words = line.strip().replace("=", " ", 1).split()
+        if len(words) > 1 and words[0].lower() == "host":
+            patterns.update(w.strip('"') for w in words[1:])
+    return patterns
+
+
+def _known_names(alias: str, patterns: set[str]) -> list[str]:
+    names = [p for p in patterns if not any(c in p for c in "*?!")]
+    wildcards = [p for p in patterns if p != "*" and not p.startswith("!") and p not in names]
+    if any(fnmatch.fnmatchcase(alias, p) for p in wildcards):
+        names.append(alias)
+    return names
 
 
 def _int_setting(settings: dict[str, Any], key: str, default: int, source: str) -> int:

@@ -9,17 +9,19 @@ Only a command identical to its rebuilt form passes, so quoting tricks and
 appended shell syntax cannot slip through.
 
 A run sends one request in the common case: the start request carries the
-inputs on stdin, streams the command's output on stderr, prints the exit
-status on stdout, then waits for `fetch` on stdin and sends the results back
-as a tar stream (see `start`).
+inputs on stdin, streams the command's stdout on stdout and its stderr on
+stderr, then an end mark and the exit status on stdout, then waits for `fetch`
+on stdin and sends the results back as a tar stream (see `start`).
 
 Every request starts with `: mint-ssh protocol N;` (a no-op for the shell), so a gate can
 tell a client of another protocol from a hostile one and say which side to upgrade. Version 2
-(mint-tools 0.9) refuses to follow a symlink at the run dir or at a `.part` file.
+(mint-tools 0.9) refuses to follow a symlink at the run dir or at a `.part` file. Version 3
+keeps the command's stdout and stderr apart (`output` and `errors`), as ssh does.
 
 Layout of a run's working directory `<base>/<32 hex digits>`:
   inputs and results          (downloaded at the end)
-  .mint-ssh/output            stdout+stderr of the command (streamed to the caller)
+  .mint-ssh/output            stdout of the command (streamed to the caller's stdout)
+  .mint-ssh/errors            stderr of the command (streamed to the caller's stderr)
   .mint-ssh/status            its exit status, written when it ends
   .mint-ssh/pid               its process id (also the process group id)
   .mint-ssh/started           made by the one request that starts it
@@ -36,11 +38,16 @@ from typing import Callable, Optional
 
 CONTROL_DIR = ".mint-ssh"
 OUTPUT_FILE = f"{CONTROL_DIR}/output"
+ERRORS_FILE = f"{CONTROL_DIR}/errors"
 STATUS_FILE = f"{CONTROL_DIR}/status"
 PID_FILE = f"{CONTROL_DIR}/pid"
 STARTED_MARK = f"{CONTROL_DIR}/started"
 PART_SUFFIX = ".part"
 RUN_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+# Ends the command's stdout in a start request's stdout; the exit status line follows it.
+# Each request picks its own (`new_end_mark`), so no output can contain it by chance.
+END_MARK_PATTERN = re.compile(r"^:mint-ssh-end:[0-9a-f]{32}:$")
+END_MARK = ":mint-ssh-end:" + "0" * 32 + ":"
 UPLOAD_FAILED = 74  # exit status of a start request whose inputs failed their checks
 TAIL_SLEEP = "0.02"  # how often tail checks whether the job is still alive (its end shows within)
 FETCH_GO = 'read -r go && test "$go" = fetch'
@@ -51,7 +58,7 @@ REMOVED = "removed"  # the last line of a fetch's stdout when the working dir wa
 _THEN_FETCH = f" if cat -- {STATUS_FILE} 2> /dev/null; then {FETCH_GO} && "
 _FI = "; fi"
 
-VERSION = 2
+VERSION = 3
 _VERSION_PREFIX = re.compile(r": mint-ssh protocol ([0-9]{1,6}); ")
 GATE_VERSION_MARK = "mint-ssh gate (protocol"
 
@@ -97,6 +104,14 @@ class Operation:
     offset: int = 0
     files: tuple[UploadItem, ...] = ()
     patterns: tuple[str, ...] = ()
+    errors_offset: int = 0
+    end_mark: str = END_MARK
+
+
+def new_end_mark() -> str:
+    import uuid
+
+    return f":mint-ssh-end:{uuid.uuid4().hex}:"
 
 
 def parse_exit_status(text: str) -> Optional[int]:
@@ -138,15 +153,20 @@ def make_workdir(workdir: str) -> str:
 
 
 def _receive_one(workdir: str, item: UploadItem) -> str:
-    """Copy the file's `size` bytes from stdin into `<name>.part` and check them."""
+    """Copy the file's `size` bytes from stdin into `<name>.part` (making the dirs of a
+    name like `DIR/sub/a.dat` first) and check them."""
     path = f"{workdir}/{item.name}{PART_SUFFIX}"
     part = _q(path)
+    parent = PurePosixPath(item.name).parent
+    make_dirs = f"mkdir -p -m 700 -- {_q(f'{workdir}/{parent}')} && " if parent.name else ""
     # $(...) stays outside double quotes so that the gate's shlex reads it as the shell does.
     checks = f"test $(wc -c < {part}) -eq {int(item.size)}"
     if item.sha256:
         checks += f" && sha256sum < {part} | grep -q -x -- {_q(item.sha256 + '  -')}"
     # dd opens the part file itself with O_NOFOLLOW: a symlink planted there is refused.
-    return f"{RECEIVE} count={int(item.size)} oflag=nofollow {_q('of=' + path)} && {checks}"
+    return (
+        f"{make_dirs}{RECEIVE} count={int(item.size)} oflag=nofollow {_q('of=' + path)} && {checks}"
+    )
 
 
 def _rename_one(workdir: str, item: UploadItem) -> str:
@@ -169,7 +189,7 @@ def upload(workdir: str, files: Sequence[UploadItem]) -> str:
 def job_script(argv: Sequence[str]) -> str:
     command = " ".join([_program(argv[0]), *(_q(a) for a in argv[1:])])
     return (
-        f"{command} >> {OUTPUT_FILE} 2>&1 < /dev/null;"
+        f"{command} >> {OUTPUT_FILE} 2>> {ERRORS_FILE} < /dev/null;"
         f" echo $? > {STATUS_FILE}.part; mv -f {STATUS_FILE}.part {STATUS_FILE}"
     )
 
@@ -180,10 +200,14 @@ def start(
     offset: int = 0,
     files: Sequence[UploadItem] = (),
     patterns: Sequence[str] = (),
+    *,
+    errors_offset: int = 0,
+    end_mark: str = END_MARK,
 ) -> str:
     """Start the command detached (own session, no terminal) unless it was started already,
-    follow it: its output on stderr from byte `offset`, its exit status on stdout when it
-    ends; then, once the line `fetch` arrives on stdin, `fetch(workdir, patterns)`.
+    follow it: its stdout on stdout from byte `offset`, its stderr on stderr from byte
+    `errors_offset`; when it ends, `end_mark` and its exit status line on stdout; then, once
+    the line `fetch` arrives on stdin, `fetch(workdir, patterns)`.
 
     Sending it again after a dropped connection is safe: `mkdir started` lets only one start.
     With `files`, the inputs come first on stdin, as for `upload`; a request that finds the
@@ -207,11 +231,13 @@ def start(
             f" || exit {UPLOAD_FAILED}; {launch} fi; fi;"
         )
     refuse = _q(f"mint-ssh: cannot use {workdir}: not a directory of this user, or a symlink")
+    follow = f'tail -s {TAIL_SLEEP} --pid="$(cat -- {PID_FILE})" -f -c'
     return (
-        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE}"
+        f"{_mkdirs(workdir)} && cd -- {_q(workdir)} && : >> {OUTPUT_FILE} && : >> {ERRORS_FILE}"
         f" || {{ echo {refuse} >&2; exit 1; }}; {begin}"
-        f" tail -c +{int(offset) + 1} -s {TAIL_SLEEP}"
-        f' --pid="$(cat -- {PID_FILE})" -f -- {OUTPUT_FILE} >&2;'
+        f" {follow} +{int(offset) + 1} -- {OUTPUT_FILE} &"
+        f" {follow} +{int(errors_offset) + 1} -- {ERRORS_FILE} >&2; wait $!;"
+        f" printf %s {_q(end_mark)};"
         f"{_THEN_FETCH}{fetch(workdir, patterns)}{_FI}"
     )
 
@@ -300,7 +326,7 @@ def _check_name(name: str) -> str:
 
 
 def _split_path(path: str, policy: GatePolicy, suffix: str = "") -> tuple[str, str]:
-    """`<workdir>/<name><suffix>` -> (workdir, name), both checked."""
+    """`<workdir>/<name><suffix>` -> (workdir, name), both checked; the name may have dirs."""
     if not path.endswith(suffix):
         raise RefusedCommand(f"{path!r} does not end in {suffix!r}")
     stem = path[: len(path) - len(suffix)] if suffix else path
@@ -311,9 +337,7 @@ def _split_path(path: str, policy: GatePolicy, suffix: str = "") -> tuple[str, s
         candidate = str(PurePosixPath(*parts[:cut]))
         if RUN_ID_PATTERN.match(parts[cut - 1]):
             workdir = _check_workdir(candidate, policy)
-            if cut != len(parts) - 1:
-                raise RefusedCommand(f"{path!r} is not directly inside a working dir")
-            return workdir, _check_name(parts[cut])
+            return workdir, _check_name(str(PurePosixPath(*parts[cut:])))
     raise RefusedCommand(f"{path!r} is not inside a working dir")
 
 
@@ -369,13 +393,25 @@ def _parse_mkdir(t: list[str], policy: GatePolicy) -> Operation:
         return Operation("make_workdir", workdir=_check_workdir(t[4], policy))
     workdir = _check_workdir(t[5], policy)
     if t[_MKDIRS_TOKENS + 1] == "cd":
-        offset = int(t[t.index("tail") + 2].lstrip("+")) - 1
+        tails = [i for i, word in enumerate(t) if word == "tail"]
+        offset, errors_offset = (int(t[i + 6].lstrip("+")) - 1 for i in tails[:2])
+        end_mark = t[t.index("printf") + 2].removesuffix(";")
+        if not END_MARK_PATTERN.match(end_mark):
+            raise RefusedCommand("the end mark is not one mint-ssh run sends")
         argv = _parse_job(t[t.index("nohup") + 3], policy)
         files: tuple[UploadItem, ...] = ()
         if "dd" in t:  # the inputs it receives, after the branch that discards them
             chosen = t.index("else") + 1
             files = _parse_items(t[chosen : t.index("||", chosen)], workdir, policy)
-        return Operation("start", workdir=workdir, argv=argv, offset=offset, files=files)
+        return Operation(
+            "start",
+            workdir=workdir,
+            argv=argv,
+            offset=offset,
+            files=files,
+            errors_offset=errors_offset,
+            end_mark=end_mark,
+        )
     files = _parse_items(t, workdir, policy)
     if not files:
         raise RefusedCommand("the command does not match any mint-ssh operation")
@@ -439,7 +475,15 @@ def rebuild(op: Operation) -> str:
     builders: dict[str, Callable[[Operation], str]] = {
         "make_workdir": lambda o: make_workdir(o.workdir),
         "upload": lambda o: upload(o.workdir, o.files),
-        "start": lambda o: start(o.workdir, o.argv, o.offset, o.files, o.patterns),
+        "start": lambda o: start(
+            o.workdir,
+            o.argv,
+            o.offset,
+            o.files,
+            o.patterns,
+            errors_offset=o.errors_offset,
+            end_mark=o.end_mark,
+        ),
         "kill": lambda o: kill(o.workdir),
         "fetch": lambda o: fetch(o.workdir, o.patterns),
         "remove": lambda o: remove(o.workdir),
@@ -467,11 +511,16 @@ def _parse_start_then_fetch(command: str, policy: GatePolicy) -> Optional[Operat
 def _unversioned(command: str) -> str:
     """The command after its protocol version, which must be ours."""
     match = _VERSION_PREFIX.match(command)
-    # Clients of protocol 1 sent their commands bare.
-    client = int(match.group(1)) if match else 1
+    if match is None:
+        # A person's `ssh host cmd` and a client of protocol 1 both send bare commands.
+        raise RefusedCommand(
+            f"not a mint-ssh request: this key only runs the commands of mint-ssh protocol"
+            f" {VERSION} (`mint-ssh run` and `mint-ssh check`); a mint-ssh older than"
+            " protocol 2 also sends bare commands: upgrade it"
+        )
+    client = int(match.group(1))
     if client != VERSION:
         raise RefusedCommand(mismatch_message(client=client, gate=VERSION))
-    assert match is not None
     return command[match.end() :]
 
 

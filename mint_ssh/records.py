@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from mint_common.errors import InputError, NoInputError
+from mint_common.errors import InputError, NoInputError, UsageError
 from mint_common.files import JsonState
+from mint_common.timeutil import iso_from_epoch
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{1,32}$")
 STATES = ("uploading", "running", "downloading", "done", "failed")
 
 
@@ -24,11 +26,13 @@ class RunRecord:
     workdir: str = ""
     inputs: list[str] = dataclasses.field(default_factory=list)
     get: list[str] = dataclasses.field(default_factory=list)
+    exclude: list[str] = dataclasses.field(default_factory=list)
     keep: bool = False
     state: str = "uploading"
     pid: Optional[int] = None
     exit_status: Optional[int] = None
-    output_offset: int = 0
+    output_offset: int = 0  # bytes of the command's stdout shown so far
+    errors_offset: int = 0  # and of its stderr
     # The inputs travel on the start request, and that start is not known to have happened yet.
     inputs_with_start: bool = False
     message: str = ""
@@ -47,6 +51,15 @@ class RunRecord:
         if record.state not in STATES:
             raise InputError(f"run record {source} has an unknown state {record.state!r}")
         return record
+
+    def as_json(self) -> dict[str, Any]:
+        """The record for scripts. `created_at` and `updated_at` carried epoch seconds before
+        ISO times were the rule; scripts may compute with them, so they keep that meaning
+        until the next release, with the ISO 8601 form beside them as `..._at_iso`."""
+        data = dataclasses.asdict(self)
+        for name in ("created_at", "updated_at"):
+            data[f"{name}_iso"] = iso_from_epoch(data[name])
+        return data
 
 
 class RunStore:
@@ -75,11 +88,33 @@ class RunStore:
             raise NoInputError(f"no run record {path}", hint="`mint-ssh runs` lists the runs")
         return RunRecord.from_json(data, path)
 
+    def find(self, prefix: str) -> str:
+        """The one run id starting with `prefix` (see `mint-ssh runs`)."""
+        if not RUN_ID_PREFIX.match(prefix):
+            raise InputError(f"{prefix!r} is not a run id (hex digits; see `mint-ssh runs`)")
+        matches = [r.run_id for r in self.all() if r.run_id.startswith(prefix)]
+        if not matches:
+            raise NoInputError(
+                f"no run {prefix} in {self.runs_dir}", hint="`mint-ssh runs` lists the runs"
+            )
+        if len(matches) > 1:
+            raise UsageError(
+                f"{prefix!r} matches {len(matches)} runs: {', '.join(matches)}; give more digits"
+            )
+        return matches[0]
+
+    def newest(self) -> str:
+        records = self.all()
+        if not records:
+            raise NoInputError(f"no runs in {self.runs_dir}")
+        return records[0].run_id
+
     def all(self) -> list[RunRecord]:
+        """Every run, newest first."""
         if not self.runs_dir.is_dir():
             return []
         records = []
         for path in sorted(self.runs_dir.glob("*.json")):
             if RUN_ID.match(path.stem):
                 records.append(RunRecord.from_json(JsonState(path).load(default={}), path))
-        return sorted(records, key=lambda r: r.created_at)
+        return sorted(records, key=lambda r: r.created_at, reverse=True)

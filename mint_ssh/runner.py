@@ -12,21 +12,24 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional, TypeVar
+from typing import BinaryIO, Callable, Optional, TypeVar, Union
 
 from mint_common.errors import (
     CantCreateError,
     InputError,
     JobFailed,
+    MintError,
     NoInputError,
     UnavailableError,
 )
+from mint_common.exitcodes import describe
 from mint_common.files import SingleInstanceLock
 from mint_common.progress import transfer_progress
 from mint_ssh import protocol
 from mint_ssh.config import SshToolConfig
 from mint_ssh.connection import ConnectionLost, ExecResult, RemoteHost, refused_by_gate
 from mint_ssh.hosts import HostSpec
+from mint_ssh.inputs import Given, InputFile, as_input, expand_inputs
 from mint_ssh.records import RunRecord, RunStore
 from mint_ssh.transfer import (
     UPLOAD_COMMAND_LIMIT,
@@ -52,8 +55,9 @@ Carried = tuple[Path, protocol.UploadItem]  # an input sent on the start request
 class RunRequest:
     host: str
     command: tuple[str, ...]
-    inputs: tuple[Path, ...] = ()
+    inputs: tuple[Given, ...] = ()  # as given: a trailing slash on a dir means its contents
     get: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
     dest: Path = Path()
     keep: bool = False
     timeout: Optional[float] = None
@@ -64,31 +68,25 @@ class RunOutcome:
     record: RunRecord
     downloaded: DownloadReport
     kept_remote: bool
+    # A finished run resumed: its results came back before, nothing was fetched now.
+    fetched_earlier: bool = False
 
     @property
     def exit_status(self) -> int:
         return self.record.exit_status if self.record.exit_status is not None else -1
 
 
-def check_inputs(inputs: Sequence[Path], dest: Path) -> None:
-    """Refuse missing inputs, duplicate names and an unusable --dest before connecting."""
-    seen: dict[str, Path] = {}
-    for path in inputs:
-        if not path.is_file():
-            raise NoInputError(f"input file {path} does not exist or is not a regular file")
-        if not os.access(path, os.R_OK):
-            raise NoInputError(f"input file {path} is not readable")
-        if path.name in seen:
-            raise InputError(
-                f"two inputs have the same name {path.name!r}: {seen[path.name]} and {path}"
-            )
-        seen[path.name] = path
+def check_inputs(inputs: Sequence[Given], dest: Path) -> list[InputFile]:
+    """The files to send; refuse missing inputs, duplicate names and an unusable --out-dir
+    before connecting."""
+    files = expand_inputs(inputs)
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CantCreateError(f"cannot create the destination {dest}: {exc.strerror}") from exc
     if not os.access(dest, os.W_OK):
         raise CantCreateError(f"the destination {dest} is not writable")
+    return files
 
 
 class RemoteRun:
@@ -141,16 +139,16 @@ class RemoteRun:
 
     # --- the steps --------------------------------------------------------------------
 
-    def upload(self, record: RunRecord, request: RunRequest) -> list[Carried]:
+    def upload(self, record: RunRecord, inputs: Sequence[InputFile]) -> list[Carried]:
         """Connect; the inputs to carry on the start request's stdin. Only when that request
         would grow past the argument limit do they go first in upload requests of their own
         (back to back; after a dropped connection all of them are sent again: uploads are
         idempotent)."""
         log.info("remote working dir %s:%s", self.spec.alias, record.workdir)
         self.connect()
-        if not request.inputs:
+        if not inputs:
             return []
-        carried = self.describe(request.inputs)
+        carried = self.describe(inputs)
         items = [item for _, item in carried]
         start = protocol.start(record.workdir, record.command, 0, items, record.get)
         if len(start.encode()) <= UPLOAD_COMMAND_LIMIT:
@@ -159,14 +157,14 @@ class RemoteRun:
         self.with_reconnect(
             "upload",
             lambda host: upload_files(
-                host, record.workdir, request.inputs, verify_sha256=self.cfg.verify_sha256
+                host, record.workdir, inputs, verify_sha256=self.cfg.verify_sha256
             ),
         )
         return []
 
-    def describe(self, inputs: Sequence[Path]) -> list[Carried]:
+    def describe(self, inputs: Sequence[Union[Path, InputFile]]) -> list[Carried]:
         items = upload_items(inputs, verify_sha256=self.cfg.verify_sha256)
-        return list(zip(inputs, items))
+        return list(zip([path for path, _ in map(as_input, inputs)], items))
 
     def start_and_wait(
         self, record: RunRecord, timeout: Optional[float], carried: Sequence[Carried] = ()
@@ -183,11 +181,23 @@ class RemoteRun:
         timer = _Timeout(timeout, lambda: self._kill(record))
 
         def start_and_follow(host: RemoteHost) -> ExecResult:
+            end_mark = protocol.new_end_mark()
+            request = protocol.start(
+                record.workdir,
+                command,
+                record.output_offset,
+                items,
+                record.get,
+                errors_offset=record.errors_offset,
+                end_mark=end_mark,
+            )
             result = host.watch(
-                protocol.start(record.workdir, command, record.output_offset, items, record.get),
-                lambda chunk: self._output(record, chunk, items),
+                request,
+                lambda chunk: self._output(record, chunk, items, to_stderr=True),
                 _with_progress(carried) if carried else (),
                 timer.start,
+                lambda chunk: self._output(record, chunk, items, to_stderr=False),
+                end_mark,
             )
             if result.pending is not None:
                 self._waiting_fetch = (host, result.pending)
@@ -239,14 +249,24 @@ class RemoteRun:
         self.store.save(record)
 
     def _output(
-        self, record: RunRecord, chunk: bytes, items: Sequence[protocol.UploadItem] = ()
+        self,
+        record: RunRecord,
+        chunk: bytes,
+        items: Sequence[protocol.UploadItem],
+        *,
+        to_stderr: bool,
     ) -> None:
+        """Pass the command's stdout to ours and its stderr to ours, as ssh does."""
         if record.inputs_with_start:
             # Output exists only once the command has started, so its inputs are in place.
             self._inputs_in_place(record, items)
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.buffer.flush()
-        record.output_offset += len(chunk)
+        stream = sys.stderr if to_stderr else sys.stdout
+        stream.buffer.write(chunk)
+        stream.buffer.flush()
+        if to_stderr:
+            record.errors_offset += len(chunk)
+        else:
+            record.output_offset += len(chunk)
         now = time.monotonic()
         if now - self._last_offset_save >= OFFSET_SAVE_INTERVAL:
             self._last_offset_save = now
@@ -266,8 +286,12 @@ class RemoteRun:
         failed = record.exit_status != 0
         outcome: dict[str, DownloadReport] = {}
 
+        sources = _input_sources(record)
+
         def unpack(stream: BinaryIO) -> bool:
-            report = extract_stream(stream, dest, record.run_id)
+            report = extract_stream(
+                stream, dest, record.run_id, exclude=record.exclude, sources=sources
+            )
             outcome["report"] = report
             return not (record.keep or failed or report.refused or report.conflicts)
 
@@ -291,12 +315,29 @@ class RemoteRun:
                 _kept_reason(record, report, result.error_text() or str(result.status)),
             )
         if record.get and report.files == 0:
-            log.warning("no remote file matched --get %s", " ".join(record.get))
+            log.warning("no remote file matched --include %s", " ".join(record.get))
         log.info("downloaded %d file(s), %d bytes into %s", report.files, report.bytes, dest)
+        if report.unchanged:
+            log.info(
+                "left %d input(s) in place, unchanged: %s",
+                len(report.unchanged),
+                ", ".join(report.unchanged[:5]),
+            )
         record.state = "failed" if failed else "done"
         record.message = "remote dir removed" if removed else f"remote dir kept: {record.workdir}"
         self.store.save(record)
         return report, not removed
+
+
+def _input_sources(record: RunRecord) -> dict[str, Path]:
+    """Result name -> the local input it came from; none with --include (what was asked for
+    comes back as it is) or when the inputs can no longer be listed."""
+    if record.get:
+        return {}
+    try:
+        return {name: path for path, name in expand_inputs(record.inputs)}
+    except MintError:
+        return {}
 
 
 def _kept_reason(record: RunRecord, report: DownloadReport, remote_error: str) -> str:
@@ -359,7 +400,7 @@ def run_job(
     spec: HostSpec, cfg: SshToolConfig, request: RunRequest, connector: Connector
 ) -> RunOutcome:
     """The whole `mint-ssh run`."""
-    check_inputs(request.inputs, request.dest)
+    files = check_inputs(request.inputs, request.dest)
     store = RunStore(cfg.runs_dir)
     run_id = uuid.uuid4().hex
     record = RunRecord(
@@ -369,17 +410,36 @@ def run_job(
         host=request.host,
         command=list(request.command),
         dest=str(request.dest.resolve()),
-        inputs=[str(p) for p in request.inputs],
+        inputs=[_absolute(given) for given in request.inputs],
         get=list(request.get),
+        exclude=list(request.exclude),
         keep=request.keep,
     )
     store.save(record)
     log.info("run %s on %s", record.run_id, spec.describe())
     run = RemoteRun(spec, cfg, store, connector)
     with SingleInstanceLock(store.lock_path(record.run_id)), _attached(run, record):
-        carried = run.upload(record, request)
+        carried = _upload_or_fail(run, record, files)
         record.exit_status = run.start_and_wait(record, request.timeout, carried)
         return _finish(run, record)
+
+
+def _absolute(given: Given) -> str:
+    """An input as `resume` finds it from any dir, keeping a trailing slash (its meaning)."""
+    text = str(given)
+    return os.path.abspath(text) + ("/" if text.endswith("/") and text != "/" else "")
+
+
+def _upload_or_fail(run: RemoteRun, record: RunRecord, files: list[InputFile]) -> list[Carried]:
+    """Connect and send the inputs; when that fails the command never ran, so the record says
+    `failed` with the reason (and `runs` does not show it as under way for ever)."""
+    try:
+        return run.upload(record, files)
+    except BaseException as exc:
+        record.state = "failed"
+        record.message = f"not started: {describe(exc)}"
+        run.store.save(record)
+        raise
 
 
 def resume_job(
@@ -390,8 +450,16 @@ def resume_job(
     record = store.load(run_id)
     with SingleInstanceLock(store.lock_path(run_id)):
         record = store.load(run_id)
+        if record.state in ("done", "failed") and record.exit_status is None:
+            raise InputError(
+                f"run {run_id} ended before its command ran or finished ({record.message});"
+                " there is nothing to resume",
+                hint="start it again with `mint-ssh run`",
+            )
         if record.state in ("done", "failed"):
-            return RunOutcome(record, DownloadReport(), kept_remote="kept" in record.message)
+            return RunOutcome(
+                record, DownloadReport(), kept_remote="kept" in record.message, fetched_earlier=True
+            )
         if record.state == "uploading":
             raise InputError(
                 f"run {run_id} stopped before its command started (state {record.state});"
@@ -409,19 +477,18 @@ def resume_job(
             return _finish(run, record)
 
 
-def _unconfirmed_inputs(record: RunRecord) -> tuple[Path, ...]:
+def _unconfirmed_inputs(record: RunRecord) -> list[InputFile]:
     """The inputs to send again with the start: those of a start not known to have happened
     (the remote side discards them if it did)."""
     if not record.inputs_with_start:
-        return ()
-    inputs = tuple(Path(p) for p in record.inputs)
-    for path in inputs:
-        if not path.is_file():
-            raise NoInputError(
-                f"run {record.run_id} may not have started yet and its input {path} is gone",
-                hint=f"restore {path}, or start the run again with `mint-ssh run`",
-            )
-    return inputs
+        return []
+    try:
+        return expand_inputs(record.inputs)
+    except NoInputError as exc:
+        raise NoInputError(
+            f"run {record.run_id} may not have started yet and an input is gone: {exc}",
+            hint="restore it, or start the run again with `mint-ssh run`",
+        ) from exc
 
 
 @contextlib.contextmanager

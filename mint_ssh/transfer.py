@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fnmatch
 import hashlib
 import logging
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional, Union
 
 from mint_common.errors import TransferError, UnsafePathError
 from mint_common.files import fsync_dir, safe_join
 from mint_common.progress import transfer_progress
 from mint_ssh import protocol
 from mint_ssh.connection import CHUNK, ExecResult, RemoteHost, refused_by_gate
+from mint_ssh.inputs import InputFile, as_input
 from mint_ssh.tarstream import TarStream
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,16 @@ class DownloadReport:
     refused: list[str] = dataclasses.field(default_factory=list)  # unsafe names
     # names that cannot be placed (`a` is a file, then `a/b` comes; a name too long here)
     conflicts: list[str] = dataclasses.field(default_factory=list)
+    fetched: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (name, size)
+    excluded: int = 0  # names left out by --exclude
+    unchanged: list[str] = dataclasses.field(default_factory=list)  # inputs left in place
+
+
+def excluded_by(name: str, patterns: Sequence[str]) -> bool:
+    """`name` or one of the dirs it is in matches one of the globs."""
+    parts = name.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(fnmatch.fnmatchcase(p, pattern) for p in prefixes for pattern in patterns)
 
 
 def file_sha256(path: Path) -> str:
@@ -45,23 +57,28 @@ def file_sha256(path: Path) -> str:
             digest.update(block)
 
 
-def upload_items(paths: Sequence[Path], *, verify_sha256: bool) -> list[protocol.UploadItem]:
+def upload_items(
+    inputs: Sequence[Union[Path, InputFile]], *, verify_sha256: bool
+) -> list[protocol.UploadItem]:
     """What the remote side is told about each input: name, size, sha256 (if checked)."""
     return [
-        protocol.UploadItem(
-            path.name, path.stat().st_size, file_sha256(path) if verify_sha256 else ""
-        )
-        for path in paths
+        protocol.UploadItem(name, path.stat().st_size, file_sha256(path) if verify_sha256 else "")
+        for path, name in map(as_input, inputs)
     ]
 
 
 def upload_files(
-    host: RemoteHost, workdir: str, paths: Sequence[Path], *, verify_sha256: bool
+    host: RemoteHost,
+    workdir: str,
+    inputs: Sequence[Union[Path, InputFile]],
+    *,
+    verify_sha256: bool,
 ) -> None:
     """Stream the files back to back into their `.part` files in one request (or a few, for
     many names); the remote side checks each size (and sha256) before renaming it into place,
     so a broken upload never looks complete."""
-    items = upload_items(paths, verify_sha256=verify_sha256)
+    items = upload_items(inputs, verify_sha256=verify_sha256)
+    paths = [path for path, _ in map(as_input, inputs)]
     for batch in _batches(workdir, list(zip(paths, items))):
         _upload_batch(host, workdir, batch)
 
@@ -142,15 +159,27 @@ def partial_name(target: Path, tag: str) -> Path:
     return target.with_name(f".{target.name}.{tag}.tmp")
 
 
-def extract_stream(stream: BinaryIO, dest: Path, tag: str = "mint-ssh") -> DownloadReport:
+def extract_stream(
+    stream: BinaryIO,
+    dest: Path,
+    tag: str = "mint-ssh",
+    *,
+    exclude: Sequence[str] = (),
+    sources: Optional[Mapping[str, Path]] = None,
+) -> DownloadReport:
     """Unpack a tar stream into `dest`: regular files atomically, directories; nothing else.
-    `tag` (the run id) names the partial files."""
+    `tag` (the run id) names the partial files; names matching an `exclude` glob are passed
+    over. `sources` maps input names to the local files they came from: one that would land
+    on its own source with the same content is left alone (not written over itself)."""
     report = DownloadReport()
     archive = TarStream(stream)
     with transfer_progress("download", None) as advance:
         for member in archive.members():
             name = _member_name(member)
             if not name or name == "." or name.split("/")[0] == protocol.CONTROL_DIR:
+                continue
+            if exclude and excluded_by(name, exclude):
+                report.excluded += member.isfile()
                 continue
             try:
                 target = safe_join(dest, name)
@@ -165,8 +194,12 @@ def extract_stream(stream: BinaryIO, dest: Path, tag: str = "mint-ssh") -> Downl
                 report.conflicts.append(name)
                 continue
             if member.isdir() or member.isfile():
+                origin = (sources or {}).get(name)
+                same_as = origin if origin is not None and _same_file(origin, target) else None
                 try:
-                    _place(archive, member, target, tag, advance)
+                    if not _place(archive, member, target, tag, advance, same_as):
+                        report.unchanged.append(name)
+                        continue
                 except (OSError, UnsafePathError) as exc:
                     log.warning("skipped %s: cannot place it in %s: %s", name, dest, exc)
                     report.conflicts.append(name)
@@ -174,6 +207,7 @@ def extract_stream(stream: BinaryIO, dest: Path, tag: str = "mint-ssh") -> Downl
                 if member.isfile():
                     report.files += 1
                     report.bytes += member.size
+                    report.fetched.append((name, member.size))
             else:
                 detail = f" -> {member.linkname}" if member.linkname else ""
                 log.warning(
@@ -181,6 +215,13 @@ def extract_stream(stream: BinaryIO, dest: Path, tag: str = "mint-ssh") -> Downl
                 )
                 report.skipped.append(name)
     return report
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    try:
+        return os.path.samefile(source, target)
+    except OSError:
+        return False
 
 
 def _kind(member: tarfile.TarInfo) -> str:
@@ -197,12 +238,16 @@ def _place(
     target: Path,
     tag: str,
     advance: Callable[[int], None],
-) -> None:
+    same_as: Optional[Path] = None,
+) -> bool:
     """Make the directory, or write the file; an OSError before any data is written means the
-    name cannot be placed (the caller skips it); one while writing is a TransferError."""
+    name cannot be placed (the caller skips it); one while writing is a TransferError.
+    False when the file is `same_as` (its own source) with the same content: left alone."""
     if member.isdir():
         target.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return
+        return True
+    if same_as is not None and same_as.stat().st_size != member.size:
+        same_as = None
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if target.exists() and not target.is_file():
         raise UnsafePathError(f"refusing to replace {target}: it is not a regular file")
@@ -212,8 +257,12 @@ def _place(
         with open(fd, "wb", closefd=True) as out:
             os.fchmod(fd, (member.mode & 0o755) | 0o600)
 
+            digest = hashlib.sha256()
+
             def write(piece: memoryview) -> None:
                 out.write(piece)
+                if same_as is not None:
+                    digest.update(piece)
                 advance(len(piece))
 
             try:
@@ -222,8 +271,12 @@ def _place(
                 os.fsync(fd)
             except OSError as exc:
                 raise TransferError(f"cannot write {target}: {exc.strerror}") from exc
+        if same_as is not None and digest.hexdigest() == file_sha256(same_as):
+            os.unlink(partial)
+            return False
         os.replace(partial, target)
         fsync_dir(target.parent)
+        return True
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(partial)

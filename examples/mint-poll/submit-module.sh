@@ -14,7 +14,7 @@ PARAMS=${PARAMS:-"temperature=300"}
 # Module-specific pre-processing would go here (write input.dat, conditions.json).
 
 status=0
-mint-poll submit \
+/opt/mint-tools/bin/mint-poll submit \
     --site nims-dev \
     --command create_inp_file.sh \
     --input input.dat --input conditions.json \

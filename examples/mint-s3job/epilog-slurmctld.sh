@@ -1,7 +1,7 @@
 #!/bin/bash
-# Slurm's EpilogSlurmctld for mint-s3job (replaces the seed's epilog.sh). Install it as e.g.
-#   /opt/mint/libexec/mint-s3job-epilog.sh   and in slurm.conf:
-#   EpilogSlurmctld=/opt/mint/libexec/mint-s3job-epilog.sh
+# Slurm's EpilogSlurmctld for mint-s3job (replaces the legacy epilog.sh). Install it as e.g.
+#   /opt/mint-tools/libexec/mint-s3job-epilog.sh   and in slurm.conf:
+#   EpilogSlurmctld=/opt/mint-tools/libexec/mint-s3job-epilog.sh
 #
 # slurmctld runs it as SlurmUser, without arguments, in an environment of its own making:
 # only SLURM_* variables (SLURM_JOB_ID, SLURM_JOB_WORK_DIR, SLURM_JOB_COMMENT,
@@ -9,8 +9,8 @@
 # (seen on Slurm 22.05.8). Settings therefore come from files only: mint-s3job's config
 # (/etc/mint/mint-s3job.yaml: bucket, region, endpoint_url, workdir) and, if present, a
 # settings file beside this script named like it with .conf for .sh
-# (/opt/mint/libexec/mint-s3job-epilog.conf), read as shell:
-#   mint_s3job=/opt/mint/bin/mint-s3job        # the command (default below)
+# (/opt/mint-tools/libexec/mint-s3job-epilog.conf), read as shell:
+#   mint_s3job=/opt/mint-tools/bin/mint-s3job  # the command (default below)
 #   config=/etc/mint/mint-s3job-head.yaml      # an extra --config file (optional)
 #   log_file=/var/log/mint-s3job-epilog.log    # where the epilog logs (default below)
 #   export AWS_SHARED_CREDENTIALS_FILE=/etc/mint/aws-credentials   # no instance role
@@ -19,7 +19,7 @@
 # keeps only the exit status (slurmctld.log: "EpilogSlurmctld exit status 77:0").
 set -euo pipefail
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mint_s3job=/opt/mint/bin/mint-s3job
+mint_s3job=/opt/mint-tools/bin/mint-s3job
 config=
 log_file=/var/log/mint-s3job-epilog.log
 settings="${0%.sh}.conf"

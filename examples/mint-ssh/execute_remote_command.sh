@@ -1,5 +1,5 @@
 #!/bin/bash
-# Program (B) for a MInt module: replaces execute_remote_command.sample.sh.
+# Program (B) for a MInt module: replaces the legacy execute_remote_command.sample.sh.
 # Sends the inputs, runs program (C) on the external computer, fetches everything back,
 # and exits with the remote program's status (0 ok, 1 failed, 69/74/77 our own failures).
 set -euo pipefail
@@ -7,11 +7,11 @@ set -euo pipefail
 host=ssh-node01
 inputs=(input.dat params.json)
 
-put_args=()
+input_args=()
 for f in "${inputs[@]}"; do
-  put_args+=(--put "$f")
+  input_args+=(--input "$f")
 done
 
 # Without a command after `--`, the configured remote program runs (by default
 # ~/misrc_remote_workflow/scripts/execute_remote-side_program_ssh.sh, as the manuals describe).
-exec mint-ssh run "$host" "${put_args[@]}" --dest . --exit-code-file remote-exit-code
+exec /opt/mint-tools/bin/mint-ssh run "$host" "${input_args[@]}" --out-dir . --exit-code-file remote-exit-code

@@ -90,13 +90,13 @@ mkdir -p "$work/in" "$work/out"
 printf '3.0 4.0\n' >"$work/in/入力.txt"
 head -c 4096 /dev/urandom >"$work/in/mesh.bin"
 say "run: upload 2 files (one with a Japanese name), compute remotely, fetch the results"
-ms run demo-node --put "$work/in/入力.txt" --put "$work/in/mesh.bin" --dest "$work/out" \
+ms run demo-node --input "$work/in/入力.txt" --input "$work/in/mesh.bin" --out-dir "$work/out" \
   -- sh -c 'wc -c 入力.txt mesh.bin | tee 結果.txt'
 echo "fetched:"; ls -1 "$work/out"
 
 say "a remote failure: exit 1, the status in --exit-code-file, the remote dir kept"
 set +e
-ms run demo-node --dest "$work/out2" --exit-code-file "$work/status" -- sh -c 'echo oops >&2; exit 3'
+ms run demo-node --out-dir "$work/out2" --exit-code-file "$work/status" -- sh -c 'echo oops >&2; exit 3'
 echo "mint-ssh exit status $? ; remote status file says $(cat "$work/status")"
 set -e
 
@@ -106,7 +106,7 @@ ms runs
 say "gate: the same key restricted to a forced command; run still works, a shell does not"
 printf 'command="%s gate --allow sh --base %s --no-syslog",restrict %s\n' "$(command -v mint-ssh)" "$work/remote" \
   "$(cat "$work/client_key.pub")" >"$work/authorized_keys"
-ms -q run demo-node --dest "$work/out3" -- sh -c 'echo allowed through the gate'
+ms -q run demo-node --out-dir "$work/out3" -- sh -c 'echo allowed through the gate'
 set +e
 ssh -F "$work/ssh_config" -o BatchMode=yes demo-node 'cat /etc/passwd'
 echo "ssh 'cat /etc/passwd' through the gate: exit status $?"

@@ -8,7 +8,7 @@ set -euo pipefail
 . scripts/lib/moto-server.sh
 port=$moto_port
 export MINT_S3JOB_ENDPOINT_URL="http://127.0.0.1:$port" MINT_S3JOB_BUCKET=demo-jobs
-export MINT_S3JOB_REGION=us-east-1 MINT_S3JOB_POLL_INTERVAL=0.2
+export MINT_S3JOB_REGION=us-east-1 MINT_S3JOB_POLL_INTERVAL=0.2s
 python -c "import boto3, os; boto3.client('s3', endpoint_url=os.environ['MINT_S3JOB_ENDPOINT_URL']).create_bucket(Bucket='demo-jobs')"
 echo "moto S3 on 127.0.0.1:$port, bucket demo-jobs"
 
@@ -24,7 +24,7 @@ echo "temperature=1200K" > "$work/src/input/params.txt"
 head -c 300000 /dev/urandom > "$work/src/input/sub/データ.bin"
 
 echo; echo "--- on premises: submit (stdout is the prefix only)"
-prefix=$(mint-s3job submit --script "$work/src/run.sh" "$work/src/input")
+prefix=$(mint-s3job submit --script "$work/src/run.sh" --input "$work/src/input")
 echo "prefix: $prefix"
 mint-s3job list
 
@@ -40,14 +40,14 @@ SLURM_JOB_ID=4242 SLURM_JOB_WORK_DIR="$work/head/$prefix" SLURM_JOB_EXIT_CODE2=0
     mint-s3job epilog --workdir "$work/head"
 
 echo; echo "--- on premises: wait, status, fetch"
-mint-s3job wait "$prefix" --timeout 30
+mint-s3job wait "$prefix" --timeout 30s
 mint-s3job status "$prefix"
-mint-s3job fetch "$prefix" --dest "$work/results"
+mint-s3job fetch "$prefix" --out-dir "$work/results"
 cat "$work/results/out/sizes.txt"
 cmp "$work/src/input/sub/データ.bin" "$work/results/input/sub/データ.bin" && echo "binary file with a Japanese name: byte-exact"
-mint-s3job fetch "$prefix" --dest "$work/results"
+mint-s3job fetch "$prefix" --out-dir "$work/results"
 
-echo; echo "--- a failing sbatch becomes JOB_ERROR; wait exits 1"
+echo; echo "--- a failing sbatch becomes JOB_ERROR; wait prints it and exits 1"
 printf '#!/bin/bash\n#FAKE_SBATCH_FAIL\n' > "$work/src/bad.sh"
 bad=$(mint-s3job submit --script "$work/src/bad.sh")
 mint-s3job dispatch --workdir "$work/head" || echo "dispatch exit status: $?"

@@ -2,7 +2,16 @@
 # Sourced; needs $work (a scratch dir). Sets $server_pid and $moto_port and exports fake AWS
 # credentials so nothing can reach a real AWS account.
 
-export AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_DEFAULT_REGION=us-east-1
+# Fake keys of the real shapes (a 20-character AKIA... id, a 40-character secret), new each
+# run: the tools mask the secret in their logs, and a short word like "demo" would also be
+# masked inside names such as the bucket "demo-jobs".
+read -r AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY < <(python - <<'PY'
+import base64, secrets, string
+key_id = "AKIA" + "".join(secrets.choice(string.ascii_uppercase + "234567") for _ in range(16))
+print(key_id, base64.b64encode(secrets.token_bytes(30)).decode())
+PY
+)
+export AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_DEFAULT_REGION=us-east-1
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 unset AWS_PROFILE
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +24,8 @@ from click.testing import CliRunner, Result
 
 from mint_burst.cli import main
 from mint_common.files import SingleInstanceLock
+from mint_common.terminal import Terminal, terminal_override
+from mint_common.timeutil import epoch_from_iso
 from tests.burst.conftest import Ec2World, FakeScheduler
 from tests.helpers import BIN, run_tool
 
@@ -175,11 +178,12 @@ def test_check_passes_against_fake_slurm_and_moto(
         "scheduler commands": "pass",
         "scheduler queue": "pass",
         "provider": "pass",
+        "ec2 host addresses": "pass",
         "state file": "warn",
     }
-    provider = next(c for c in document["checks"] if c["name"] == "provider")
-    assert "run_instances allowed (DryRun)" in provider["detail"]
-    assert "all 4 host IPs lie in ec2.subnets" in provider["detail"]
+    details = {c["name"]: c["detail"] for c in document["checks"]}
+    assert "run_instances allowed (DryRun)" in details["provider"]
+    assert details["ec2 host addresses"] == "all 4 host IPs lie in ec2.subnets"
 
 
 def test_check_fails_when_a_host_ip_is_outside_the_subnets(
@@ -187,7 +191,8 @@ def test_check_fails_when_a_host_ip_is_outside_the_subnets(
 ) -> None:
     hosts_file.write_text(json.dumps({"10.0.1.11": "c1", "10.0.9.12": "c2"}))
     result = invoke("check", "--json", "--config", str(config_file))
-    provider = next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "provider")
+    checks = json.loads(result.stdout)["checks"]
+    provider = next(c for c in checks if c["name"] == "ec2 host addresses")
     assert result.exit_code == 1
     assert provider["status"] == "fail"
     assert "IP 10.0.9.12 from hosts.json lies in none of ec2.subnets" in provider["detail"]
@@ -223,10 +228,10 @@ def test_drain_all_force_terminates_every_node(
     invoke("once", "--config", str(config_file))
     fake_scheduler.set_node("c1", "allocated")
     fake_scheduler.update(jobs=[{"id": "7", "state": "RUNNING", "nodes": 1, "nodelist": "c1"}])
-    result = invoke("drain-all", "--no-wait", "--config", str(config_file))
+    result = invoke("drain-all", "--no-wait", "--yes", "--config", str(config_file))
     assert result.exit_code == 75 and "still draining (jobs running): c1" in result.output
     assert len(ec2_server_world.instances()) == 1
-    result = invoke("drain-all", "--force", "--config", str(config_file))
+    result = invoke("drain-all", "--force", "--yes", "--config", str(config_file))
     assert result.exit_code == 0, result.output
     assert ec2_server_world.instances() == []
     assert "scontrol update NodeName=c1 State=DOWN" in " ".join(fake_scheduler.read()["log"])
@@ -272,8 +277,8 @@ def test_simulate_table_and_outage_option() -> None:
     ("args", "status", "message"),
     [
         (["--trace", "/nonexistent.sacct"], 66, "does not exist"),
-        (["--trace", str(TRACES / "mix.sacct"), "--squeue-fail-at", "4h"], 65, "T,DURATION"),
-        (["--trace", str(TRACES / "mix.sacct"), "--boot-time", "soon"], 65, "--boot-time"),
+        (["--trace", str(TRACES / "mix.sacct"), "--squeue-fail-at", "4h"], 2, "T,DURATION"),
+        (["--trace", str(TRACES / "mix.sacct"), "--boot-time", "soon"], 2, "--boot-time"),
         (["--trace", str(TRACES / "mix.sacct"), "--max-nodes", "2"], 65, "4-node job"),
     ],
     ids=["missing-trace", "bad-window", "bad-duration", "too-few-nodes"],
@@ -374,3 +379,272 @@ def test_torque_and_pbspro_queues_through_the_fake_commands(
     calls = fake_scheduler.read()["calls"]
     expected = "qstat -x cloud" if flavor == "torque" else "qstat -f -F json cloud"
     assert expected in calls
+
+
+def command_config(tmp_path: Path, hosts_file: Path, **settings: Any) -> Path:
+    """A command-provider config whose list script answers with no instances."""
+    script = tmp_path / "cloud.sh"
+    script.write_text("#!/bin/sh\necho '{\"instances\": []}'\n")
+    script.chmod(0o755)
+    path = tmp_path / "command.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "queue": "cloud",
+                "hosts_file": str(hosts_file),
+                "state_file": str(tmp_path / "cmd-state" / "state.json"),
+                "provider": "command",
+                "command": {
+                    "create": [str(script)],
+                    "list": [str(script)],
+                    "delete": [str(script)],
+                },
+                **settings,
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        ({"create": ["/nonexistent/create-vm"]}, "/nonexistent/create-vm does not exist"),
+        ({"list": ["no-such-vm-lister"]}, "no program 'no-such-vm-lister' on PATH"),
+        ({"delete": ["{not_executable}"]}, "is not executable"),
+    ],
+    ids=["missing", "not-on-path", "not-executable"],
+)
+@pytest.mark.parametrize("args", [["once"], ["run"], ["drain-all", "--yes"]], ids=lambda a: a[0])
+def test_a_broken_provider_command_is_a_configuration_error_at_start(
+    fake_scheduler: FakeScheduler,
+    tmp_path: Path,
+    hosts_file: Path,
+    command: dict[str, list[str]],
+    message: str,
+    args: list[str],
+) -> None:
+    plain = tmp_path / "plain-file"
+    plain.write_text("#!/bin/sh\n")
+    config = command_config(tmp_path, hosts_file)
+    document = yaml.safe_load(config.read_text())
+    for key, argv in command.items():
+        document["command"][key] = [a.replace("{not_executable}", str(plain)) for a in argv]
+    config.write_text(yaml.safe_dump(document))
+    fake_scheduler.update(jobs=pending_jobs(1))
+    result = invoke(*args, "--config", str(config))
+    assert result.exit_code == 78, result.output
+    assert message in result.output
+    assert not (tmp_path / "cmd-state" / "state.json").exists()
+
+
+def test_ec2_without_a_region_is_a_configuration_error(
+    fake_scheduler: FakeScheduler, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    document = yaml.safe_load(config_file.read_text())
+    del document["ec2"]["region"]
+    config_file.write_text(yaml.safe_dump(document))
+    for args in (["once"], ["status"], ["check"]):
+        result = invoke(*args, "--config", str(config_file))
+        if args == ["status"]:
+            # status reads only the state file and the scheduler: no region needed.
+            assert result.exit_code == 0, result.output
+            continue
+        assert result.exit_code == 78, (args, result.output)
+        assert "needs a region: key 'ec2.region'" in result.output
+
+
+def test_a_host_the_queue_lacks_is_a_configuration_error_at_start(
+    fake_scheduler: FakeScheduler, tmp_path: Path, hosts_file: Path
+) -> None:
+    hosts_file.write_text(json.dumps({"10.0.1.11": "c1", "10.0.1.19": "c9"}))
+    config = command_config(tmp_path, hosts_file)
+    fake_scheduler.update(jobs=pending_jobs(2))
+    for args in (["once"], ["once", "--dry-run"], ["run"], ["check"]):
+        result = invoke(*args, "--config", str(config))
+        assert result.exit_code == 78, (args, result.output)
+        assert "c9 not among the nodes of queue 'cloud'" in result.output
+    assert "log" not in fake_scheduler.read()
+
+
+def test_once_interrupted_by_sigterm_exits_143_and_releases_the_lock(
+    fake_scheduler: FakeScheduler, config_file: Path
+) -> None:
+    fake_scheduler.update(jobs=pending_jobs(1), delay={"sinfo": 10})
+    process = subprocess.Popen(
+        [str(BIN / "mint-burst"), "once", "--config", str(config_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 30
+    while not any(c.startswith("sinfo") for c in fake_scheduler.read().get("calls", [])):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "interrupted by SIGTERM" in err
+    state_file = Path(yaml.safe_load(config_file.read_text())["state_file"])
+    with SingleInstanceLock(state_file.with_name("state.json.lock")):
+        pass
+
+
+def launched(fake_scheduler: FakeScheduler, config_file: Path, count: int) -> None:
+    fake_scheduler.update(jobs=pending_jobs(count))
+    assert invoke("once", "--config", str(config_file)).exit_code == 0
+
+
+def test_drain_all_lists_the_nodes_and_asks_on_a_terminal(
+    fake_scheduler: FakeScheduler, config_file: Path, ec2_server_world: Ec2World
+) -> None:
+    launched(fake_scheduler, config_file, 2)
+    at_terminal = Terminal(stdin_isatty=True, stdout_isatty=True, stderr_isatty=True)
+    with terminal_override(at_terminal):
+        declined = CliRunner().invoke(
+            main, ["drain-all", "--config", str(config_file)], input="n\n"
+        )
+    assert declined.exit_code == 1, declined.output
+    assert "c1 (i-" in declined.stderr and "c2 (i-" in declined.stderr
+    assert "drain and terminate these 2 node(s)? [y/N]" in declined.stderr
+    assert len(ec2_server_world.instances()) == 2
+    with terminal_override(at_terminal):
+        agreed = CliRunner().invoke(main, ["drain-all", "--config", str(config_file)], input="y\n")
+    assert agreed.exit_code == 0, agreed.output
+    assert ec2_server_world.instances() == []
+
+
+def test_drain_all_without_a_terminal_needs_yes_and_dry_run_changes_nothing(
+    fake_scheduler: FakeScheduler, config_file: Path, ec2_server_world: Ec2World
+) -> None:
+    launched(fake_scheduler, config_file, 2)
+    nobody = Terminal(stdin_isatty=False, stdout_isatty=False, stderr_isatty=False)
+    with terminal_override(nobody):
+        refused = invoke("drain-all", "--config", str(config_file))
+        shown = invoke("drain-all", "--dry-run", "--config", str(config_file))
+    assert refused.exit_code == 2 and "add --yes" in refused.output
+    assert shown.exit_code == 0, shown.output
+    assert sorted(line.split()[4] for line in shown.stdout.splitlines()) == ["c1", "c2"]
+    assert len(ec2_server_world.instances()) == 2
+    assert "log" not in fake_scheduler.read()
+    with terminal_override(nobody):
+        forced = invoke("drain-all", "-y", "--config", str(config_file))
+    assert forced.exit_code == 0, forced.output
+    assert ec2_server_world.instances() == []
+
+
+def config_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "effective configuration" in line]
+
+
+def test_effective_configuration_is_logged_at_daemon_start_and_with_v_only(
+    fake_scheduler: FakeScheduler, config_file: Path
+) -> None:
+    quiet = run_tool("mint-burst", "once", "--config", str(config_file))
+    assert quiet.returncode == 0, quiet.stderr
+    assert config_lines(quiet.stderr) == []
+    verbose = run_tool("mint-burst", "once", "-v", "--config", str(config_file))
+    [line] = config_lines(verbose.stderr)
+    assert json.loads(line.split("effective configuration: ", 1)[1])["queue"] == "cloud"
+    daemon = subprocess.Popen(
+        [str(BIN / "mint-burst"), "run", "--config", str(config_file)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert daemon.stderr is not None
+    first = daemon.stderr.readline()
+    daemon.send_signal(signal.SIGTERM)
+    rest = daemon.communicate(timeout=60)[1]
+    assert daemon.returncode == 0, first + rest
+    [line] = config_lines(first + rest)
+    assert " INFO " in line and json.loads(line.split(": ", 2)[2])["poll_interval"] == 1.0
+
+
+def test_simulate_help_keeps_the_example_lines() -> None:
+    text = invoke("simulate", "--help").output
+    assert "      sacct --parsable2 --noheader -S 2026-10-01 -r cloud \\\n" in text
+    assert "        --format=JobID,Submit,Start,End,NNodes,Partition,State > cloud.sacct\n" in text
+    assert (
+        "      mint-burst simulate --trace cloud.sacct --idle-timeout 300 --policy both\n" in text
+    )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["run"], ["once"], ["status"], ["check"], ["drain-all"], ["simulate"]],
+    ids=lambda c: c[0] if c else "main",
+)
+def test_help_speaks_the_users_words(command: list[str]) -> None:
+    text = invoke(*command, "--help").output.lower()
+    for word in ("seed", "quirk", "shared/"):
+        assert word not in text
+
+
+def test_simulate_durations_accept_every_form() -> None:
+    trace = str(TRACES / "mix.sacct")
+    plain = invoke("simulate", "--trace", trace, "--json", "--idle-timeout", "5400")
+    units = invoke("simulate", "--trace", trace, "--json", "--idle-timeout", "1h30m")
+    assert plain.exit_code == units.exit_code == 0, units.output
+    assert json.loads(plain.stdout) == json.loads(units.stdout)
+
+
+def test_check_with_a_skipped_row_passes(
+    fake_scheduler: FakeScheduler, tmp_path: Path, hosts_file: Path
+) -> None:
+    config = command_config(tmp_path, hosts_file)
+    result = invoke("check", "--json", "--config", str(config))
+    checks = {c["name"]: c["status"] for c in json.loads(result.stdout)["checks"]}
+    assert checks["ec2 host addresses"] == "skip"
+    assert "fail" not in checks.values()
+    assert result.exit_code == 0, result.output
+
+
+def test_status_json_times_are_iso_8601_and_nodes_newest_first(
+    fake_scheduler: FakeScheduler, config_file: Path
+) -> None:
+    launched(fake_scheduler, config_file, 1)
+    fake_scheduler.update(jobs=pending_jobs(2))
+    assert invoke("once", "--config", str(config_file)).exit_code == 0
+    document = json.loads(invoke("status", "--json", "--config", str(config_file)).stdout)
+    assert [n["name"] for n in document["nodes"]] == ["c2", "c1"]
+    for node in document["nodes"]:
+        assert epoch_from_iso(node["launched_at_iso"]) == pytest.approx(node["launched_at"], abs=1)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", node["launched_at_iso"])
+        assert epoch_from_iso(node["phase_since_at"]) == pytest.approx(node["phase_since"], abs=1)
+    assert epoch_from_iso(document["heartbeat_at"]) == pytest.approx(document["heartbeat"], abs=1)
+
+
+def test_an_old_state_directory_is_moved_and_no_node_record_is_lost(
+    fake_scheduler: FakeScheduler,
+    config_file: Path,
+    ec2_server_world: Ec2World,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+    old_dir = Path.home() / ".local" / "state" / "mint-burst"
+    new_file = tmp_path / "xdg-state" / "mint" / "burst" / "state.json"
+    document = yaml.safe_load(config_file.read_text())
+    # The earlier release's default place, where it left two running nodes.
+    document["state_file"] = str(old_dir / "state.json")
+    config_file.write_text(yaml.safe_dump(document))
+    launched(fake_scheduler, config_file, 2)
+    del document["state_file"]
+    config_file.write_text(yaml.safe_dump(document))
+
+    with SingleInstanceLock(old_dir / "state.json.lock"):
+        busy = invoke("status", "--json", "--config", str(config_file))
+    assert busy.exit_code == 75, busy.output
+    assert old_dir.is_dir() and not new_file.exists()
+
+    status = json.loads(invoke("status", "--json", "--config", str(config_file)).stdout)
+    assert sorted(n["name"] for n in status["nodes"]) == ["c1", "c2"]
+    assert new_file.is_file() and not old_dir.exists()
+    report = json.loads(
+        invoke("once", "--reap-orphans", "--json", "--config", str(config_file)).stdout
+    )
+    assert report["orphans"] == [] and not any("reaped" in d for d in report["done"])
+    assert len(ec2_server_world.instances()) == 2

@@ -17,7 +17,7 @@ import pytest
 from mint_burst.command_provider import CommandProvider
 from mint_burst.config import BurstConfig, CommandSettings
 from mint_burst.provider import LaunchRequest
-from mint_common.errors import InputError, TryAgainLater, UnavailableError
+from mint_common.errors import ConfigError, InputError, TryAgainLater, UnavailableError
 
 # A tiny "cloud" kept in a JSON file: what a site's VCP SDK / Azure CLI wrapper would do.
 CLOUD_SCRIPT = """\
@@ -169,5 +169,5 @@ def test_check_lists_and_refuses_a_missing_script(
             create=[str(tmp_path / "nope")], list=[str(tmp_path / "nope")], delete=["x"]
         ),
     )
-    with pytest.raises(UnavailableError, match="is not an executable file"):
+    with pytest.raises(ConfigError, match="nope does not exist"):
         CommandProvider(config).check()

@@ -172,3 +172,48 @@ def test_example_env_file_loads_as_the_seed_variables(monkeypatch: pytest.Monkey
 
 def test_example_hosts_json_loads() -> None:
     assert len(load_hosts(EXAMPLES / "hosts.json")) == 16
+
+
+COMMAND_PROVIDER = "provider: command\ncommand: {create: [a], list: [b], delete: [c]}\n"
+
+
+def test_durations_are_read_in_every_form_from_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path / "c.yaml", COMMAND_PROVIDER + "boot_timeout: 15m\nlaunch_grace: 1h30m\n")
+    monkeypatch.setenv("MINT_BURST_POLL_INTERVAL", "30s")
+    monkeypatch.setenv("CLEANUP_NODE_WAIT_TIME", "2h")
+    config = load_config(BurstConfig, "mint-burst", config_file=path)
+    assert (config.boot_timeout, config.launch_grace) == (900.0, 5400.0)
+    assert (config.poll_interval, config.idle_timeout) == (30.0, 7200.0)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MINT_BURST_BOOT_TIMEOUT", "0", "must be greater than 0, got 0"),
+        ("MINT_BURST_POLL_INTERVAL", "soon", "expected seconds (600) or a number with"),
+        ("CLEANUP_NODE_WAIT_TIME", "-300", "must be 0 or more, got -300"),
+        ("MINT_BURST_MAX_NODES", "0", "must be 1 or more, got 0"),
+    ],
+    ids=["zero-boot", "not-a-duration", "negative-seed-name", "zero-nodes"],
+)
+def test_a_bad_value_names_the_variable_that_was_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    path = write(tmp_path / "c.yaml", COMMAND_PROVIDER)
+    with pytest.raises(ConfigError) as caught:
+        load_config(BurstConfig, "mint-burst", config_file=path)
+    assert f"environment variable {variable}" in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_the_state_file_lives_under_xdg_state_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state-home"))
+    config = load_config(
+        BurstConfig, "mint-burst", config_file=write(tmp_path / "c.yaml", COMMAND_PROVIDER)
+    )
+    assert config.state_file == tmp_path / "state-home" / "mint" / "burst" / "state.json"

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
 
@@ -67,7 +68,14 @@ print(json.dumps(answer))
 class Burst:
     """mint-burst with the command provider over the cluster's slurmds, all in tmp_path."""
 
-    def __init__(self, tmp_path: Path, cluster: SlurmCluster, **settings: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        cluster: SlurmCluster,
+        hosts: Mapping[str, str] = HOSTS,
+        **settings: Any,
+    ) -> None:
+        """`hosts` must name nodes of the cluster's partition (else mint-burst exits 78)."""
         self.cluster = cluster
         self.db = tmp_path / "instances.json"
         self.slow = tmp_path / "slow-nodes"
@@ -80,8 +88,8 @@ class Burst:
                 slow=str(self.slow),
             )
         )
-        hosts = tmp_path / "hosts.json"
-        hosts.write_text(json.dumps(HOSTS))
+        hosts_file = tmp_path / "hosts.json"
+        hosts_file.write_text(json.dumps(dict(hosts)))
         self.state_file = tmp_path / "state" / "state.json"
         self.config = tmp_path / "mint-burst.yaml"
         command = [sys.executable, str(script)]
@@ -91,7 +99,7 @@ class Burst:
                     "scheduler": "slurm",
                     "queue": "cloud",
                     "cluster": "e2e",
-                    "hosts_file": str(hosts),
+                    "hosts_file": str(hosts_file),
                     "state_file": str(self.state_file),
                     "idle_timeout": 2,
                     "boot_timeout": 60,
@@ -235,9 +243,13 @@ def test_drain_all_waits_for_running_jobs_and_force_requeues_them(
     burst = Burst(tmp_path, cluster, idle_timeout=600)
     long_job, busy, idle = one_busy_one_idle(burst, cluster)
     assert sorted(burst.instances()) == ["c1", "c2"]
+    shown = burst.run("drain-all", "--dry-run")
+    assert shown.returncode == 0, shown.stderr
+    assert sorted(line.split()[4] for line in shown.stdout.splitlines()) == ["c1", "c2"]
+    assert sorted(burst.instances()) == ["c1", "c2"] and cluster.node_state(busy) != "draining"
 
     drain = subprocess.Popen(
-        [str(BIN / "mint-burst"), "drain-all", "--config", str(burst.config)],
+        [str(BIN / "mint-burst"), "drain-all", "--yes", "--config", str(burst.config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -265,7 +277,7 @@ def test_drain_all_waits_for_running_jobs_and_force_requeues_them(
     requeued = cluster.sbatch("-N1", "--requeue", script="sleep 300")
     burst.step_until(lambda: job_state(cluster, requeued) == "RUNNING", "a node for the job")
     node = cluster.job_field(requeued, "NodeList")
-    forced = burst.run("drain-all", "--force")
+    forced = burst.run("drain-all", "--force", "--yes")
     assert forced.returncode == 0, forced.stderr
     assert burst.instances() == {}
     assert not slurmd_running(cluster, node)

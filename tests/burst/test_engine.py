@@ -26,6 +26,7 @@ from mint_burst.model import (
 )
 from mint_burst.policy import PolicySettings
 from mint_burst.provider import CLUSTER_TAG, NODE_TAG, LaunchRequest
+from mint_burst.scheduler import UnknownNode
 from mint_burst.state import FileStore
 from mint_common.errors import ConfigError, InputError, UnavailableError
 from tests.burst.conftest import Ec2World
@@ -447,7 +448,9 @@ def test_a_launch_whose_answer_was_lost_stays_on_the_books_and_is_adopted(
     queue, clock = QueueDouble(pending=1), Clock()
     lossy = Ec2Provider(config, client=AnswerLost(ec2_world.client), clock=clock)
     report = make_engine(config, ec2_world, queue, clock, provider=lossy).step()
-    assert report.errors and "kept until the next listing" in report.errors[0]
+    assert (
+        report.errors and "kept until a listing shows it or launch_grace passes" in report.errors[0]
+    )
     record = state_of(config)["c1"]
     assert (record["phase"], record["instance_id"]) == (REQUESTED, None)
     assert "Read timeout" in record["launch_error"]
@@ -459,7 +462,7 @@ def test_a_launch_whose_answer_was_lost_stays_on_the_books_and_is_adopted(
     assert report.actions == [] and report.orphans == []
 
 
-def test_a_failed_launch_that_created_nothing_is_released_at_the_next_listing(
+def test_a_failed_launch_that_created_nothing_is_released_after_the_launch_grace(
     config: BurstConfig, ec2_world: Ec2World
 ) -> None:
     class Refused:
@@ -475,7 +478,12 @@ def test_a_failed_launch_that_created_nothing_is_released_at_the_next_listing(
     broken = Ec2Provider(config, client=Refused(), clock=clock)
     make_engine(config, ec2_world, queue, clock, provider=broken).step()
     assert state_of(config)["c1"]["launch_error"]
+    # Within the grace an instance the failed call created may not be listed yet: the
+    # name stays taken, so no second instance is started for it.
     clock.now += 60
+    report = make_engine(config, ec2_world, queue, clock, provider=broken).step()
+    assert report.actions == [] and state_of(config)["c1"]["launch_error"]
+    clock.now += config.launch_grace
     report = make_engine(config, ec2_world, queue, clock).step()
     [instance] = ec2_world.instances()
     assert [a.kind for a in report.actions] == ["launch"]
@@ -542,3 +550,27 @@ def test_one_node_throwing_the_unexpected_does_not_starve_the_others(
     assert queue.calls == ["join c2"]
     assert report.errors == ["join c1: unexpected LookupError: a reply nobody foresaw"]
     assert json.loads(config.state_file.read_text())["last_error"] == report.errors[0]
+
+
+def test_a_node_the_scheduler_does_not_know_is_terminated_not_kept(
+    config: BurstConfig, ec2_world: Ec2World
+) -> None:
+    """A hosts.json name missing from slurm.conf: `leave` says "Invalid node name"."""
+
+    class UnknownToScheduler(QueueDouble):
+        def leave_cluster(self, node: str, *, force: bool = False) -> bool:
+            raise UnknownNode(f"slurm does not know node {node!r}: Invalid node name specified")
+
+        def node_jobs(self, node: str) -> list[str]:
+            raise UnavailableError(f"squeue: error: Invalid node name {node}")
+
+    clock = Clock()
+    queue = UnknownToScheduler(pending=1)
+    engine = make_engine(config, ec2_world, queue, clock)
+    engine.step()
+    queue.pending = 0
+    clock.now += 3600
+    report = engine.step()
+    assert report.errors == []
+    assert ec2_world.instances() == []
+    assert FileStore(config.state_file).load().records["c1"].phase == TERMINATING

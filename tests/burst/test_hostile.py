@@ -410,7 +410,9 @@ def test_a_create_script_that_fails_after_creating_leaks_no_vm(
     create = make_script(tmp_path / "create.py", body)
     queue = QueueDouble(pending=1)
     report = engine_with(tmp_path, [create], 2, queue).step()
-    assert report.errors and "kept until the next listing" in report.errors[0]
+    assert (
+        report.errors and "kept until a listing shows it or launch_grace passes" in report.errors[0]
+    )
     [vm] = cloud_vms(cloud)
     status = service.StatusView(FileStore(tmp_path / "state.json").load(), 0.0, 60).to_json()
     [node] = status["nodes"]
@@ -533,7 +535,7 @@ def test_reap_orphans_after_a_lost_state_file_spares_the_busy_node(
     slurm_cluster: Callable[..., SlurmCluster], tmp_path: Path
 ) -> None:
     cluster = slurm_cluster(nodes=("c1@cloud", "c2@cloud"))
-    burst = Burst(tmp_path, cluster, idle_timeout=600)
+    burst = Burst(tmp_path, cluster, {h.ip: h.name for h in HOSTS}, idle_timeout=600)
     long_job, busy, idle = one_busy_one_idle(burst, cluster)
     # The state file is corrupt and moved aside, as the tool's own error message suggests.
     burst.state_file.rename(burst.state_file.with_suffix(".bad"))

@@ -54,7 +54,7 @@ class KillableBurst(Burst):
     def __init__(
         self, tmp_path: Path, cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        super().__init__(tmp_path, cluster)
+        super().__init__(tmp_path, cluster, {"10.0.1.11": "c1", "10.0.1.12": "c2"})
         self.flags = tmp_path / "flags"
         self.flags.mkdir()
         cloud = [sys.executable, str(tmp_path / "cloud.py")]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mint_burst.simulate import parse_duration, parse_sacct, simulate
+from mint_burst.simulate import parse_sacct, simulate
 from mint_common.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,15 +57,6 @@ def test_sacct_parser_skips_steps_and_jobs_that_never_ran() -> None:
 def test_sacct_parser_refuses_bad_lines(text: str, message: str) -> None:
     with pytest.raises(InputError, match=message):
         parse_sacct(text)
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90", 90), ("15m", 900), ("2h", 7200), ("1.5h", 5400)],
-    ids=["s", "m", "h", "fraction"],
-)
-def test_durations(text: str, seconds: float) -> None:
-    assert parse_duration(text, "x") == seconds
 
 
 def test_every_job_runs_and_nodes_are_removed_afterwards() -> None:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mint_burst.hostlist import expand_hostlist
 from mint_burst.model import Host, QueueStatus
 from mint_burst.policy import PolicySettings, demand
-from mint_burst.scheduler import CommandRunner
+from mint_burst.scheduler import CommandRunner, UnknownNode
 from mint_burst.slurm import (
     SQUEUE_FORMAT,
     SlurmScheduler,
@@ -304,18 +304,18 @@ def test_leave_cluster_downs_an_idle_node_with_the_admin_prefix(recorded_runner:
 
 
 @pytest.mark.parametrize(
-    ("sample", "message"),
+    ("sample", "error", "message"),
     [
-        ("slurm_update_unknown_node", "Invalid node name specified"),
-        ("slurm_update_resume_busy", "Invalid node state specified"),
+        ("slurm_update_unknown_node", UnknownNode, "Invalid node name specified"),
+        ("slurm_update_resume_busy", UnavailableError, "Invalid node state specified"),
     ],
     ids=["unknown-node", "bad-state"],
 )
 def test_scontrol_error_is_reported_with_its_message(
-    recorded_runner: Any, sample: str, message: str
+    recorded_runner: Any, sample: str, error: type[Exception], message: str
 ) -> None:
     scheduler, _runner = _scheduler(recorded_runner, {"scontrol": sample})
-    with pytest.raises(UnavailableError, match=message):
+    with pytest.raises(error, match=message):
         scheduler.leave_cluster("zz9")
 
 

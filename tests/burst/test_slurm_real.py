@@ -11,6 +11,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
 
@@ -19,10 +20,21 @@ import yaml
 from click.testing import CliRunner
 
 from mint_burst.cli import main
-from mint_burst.model import BOOTING, JOINED, Host, NodeRecord, NodeTable, QueueStatus
+from mint_burst.engine import Engine
+from mint_burst.model import (
+    BOOTING,
+    JOINED,
+    Host,
+    Instance,
+    NodeRecord,
+    NodeTable,
+    QueueStatus,
+)
 from mint_burst.policy import Decision, PolicySettings, decide
-from mint_burst.scheduler import CommandRunner
+from mint_burst.provider import LaunchRequest
+from mint_burst.scheduler import CommandRunner, UnknownNode
 from mint_burst.slurm import SlurmScheduler
+from mint_burst.state import MemoryStore
 from mint_common.errors import ConfigError
 from tests.slurm_support import SlurmCluster
 
@@ -298,3 +310,61 @@ def test_site_output_settings_in_the_environment_change_nothing(
     jobs = {job.job_id: job for job in status.pending}
     assert jobs[begin].start_time is not None
     assert len([j for j in status.pending if j.job_id != begin]) == 1
+
+
+def test_a_host_slurm_lacks_is_refused_at_start_and_a_never_joined_node_is_terminated(
+    slurm_cluster: Callable[..., SlurmCluster], tmp_path: Path
+) -> None:
+    """hosts.json naming x9, which slurm.conf lacks: it would boot, never join, and be
+    billed forever, since `scontrol update NodeName=x9` answers "Invalid node name"."""
+    slurm_cluster(nodes=("c1@cloud", "c2@local"))
+    touched = tmp_path / "provider-was-called"
+    config = write_config(tmp_path, "cloud", touched)
+    hosts = tmp_path / "hosts.json"
+    for names in (["c1", "x9"], ["c1", "c2"]):
+        hosts.write_text(json.dumps({f"10.0.1.{i}": n for i, n in enumerate(names, start=1)}))
+        for command in (["once"], ["run"]):
+            result = CliRunner().invoke(main, [*command, "--config", str(config)])
+            assert result.exit_code == 78, result.output
+            assert f"{names[1]} not among the nodes of queue 'cloud' (c1)" in result.output
+    assert not touched.exists()
+
+    with pytest.raises(UnknownNode, match="Invalid node name"):
+        scheduler().leave_cluster("x9")
+    terminated: list[str] = []
+    engine = Engine(
+        scheduler=scheduler(),
+        provider=ProviderDouble(["i-x9"], terminated),
+        store=MemoryStore(NodeTable(records={"x9": record("x9", BOOTING, time.time() - 600)})),
+        settings=settings(hosts=5, boot_timeout=60),
+        user_data=lambda host: "",
+    )
+    report = engine.step()
+    assert terminated == ["i-x9"], report
+    assert [a.kind for a in report.actions] == ["terminate"]
+    assert report.errors == []
+
+
+@dataclasses.dataclass
+class ProviderDouble:
+    """A cloud that lists the given instances (tagged as the node of the same name)."""
+
+    live: list[str]
+    terminated: list[str]
+    backoffs: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def launch(self, request: LaunchRequest) -> str:
+        raise AssertionError(f"no launch expected, got {request.node}")
+
+    def list_instances(self) -> list[Instance]:
+        return [
+            Instance(i, i.removeprefix("i-"), "10.0.1.5", "running")
+            for i in self.live
+            if i not in self.terminated
+        ]
+
+    def terminate(self, instance_ids: Sequence[str]) -> None:
+        self.terminated.extend(instance_ids)
+
+    def check(self) -> list[tuple[str, str]]:
+        return []

@@ -425,7 +425,10 @@ def test_parameters_never_fetched_are_released_and_picked_up_again(
     accept_id = register(workflow, tmp_path)
     agent = make_agent()
     server.fail_next("calc-params", count=3, status=503)
-    with pytest.raises(UnavailableError, match="calc-params failed after 3"):
+    with pytest.raises(
+        UnavailableError,
+        match=r"GET calc-params: the server answered HTTP 503 \(after 3 attempts\)",
+    ):
         agent.poll_once()
     assert agent.store.load(accept_id).step == "receiving"  # type: ignore[union-attr]
     (released,) = agent.resume_unfinished()

@@ -280,7 +280,7 @@ def test_legacy_form_skipping_a_missing_input_is_no_longer_silent(
     ("settings", "status", "message"),
     [
         ({"token_file": None, "token": "f" * 64}, 77, "refused the API token"),
-        ({"url": "unreachable"}, 69, "failed after 2 attempt(s)"),
+        ({"url": "unreachable"}, 69, "connection refused (after 2 attempts)\n"),
         ({"url": "ftp://x"}, 78, "is not an http(s) URL"),
         ({"surprise": 1}, 78, "unknown key 'surprise'"),
     ],

@@ -84,7 +84,7 @@ def test_round_trip_submit_dispatch_run_epilog_wait_fetch(
     assert (waited.returncode, waited.stdout) == (0, "JOB_COMPLETE\n"), waited.stderr
 
     dest = tmp_path / "results"
-    fetched = run_tool("mint-s3job", "fetch", prefix, "--dest", str(dest), "--json", env=cli_env)
+    fetched = run_tool("mint-s3job", "fetch", prefix, "--out-dir", str(dest), "--json", env=cli_env)
     assert fetched.returncode == 0, fetched.stderr
     summary = json.loads(fetched.stdout)
     assert summary["refused"] == [] and summary["skipped"] == []
@@ -238,7 +238,7 @@ def test_dispatch_watch_runs_until_sigterm_with_a_heartbeat(
     state = workdir / ".mint-s3job" / "dispatch-state.json"
     tool = str(Path(sys.executable).parent / "mint-s3job")
     process = subprocess.Popen(
-        [tool, "dispatch", "--watch", "--interval", "0.2", "--workdir", str(workdir)],
+        [tool, "dispatch", "--watch", "--poll-interval", "0.2", "--workdir", str(workdir)],
         env=cli_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

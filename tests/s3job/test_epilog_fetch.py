@@ -19,7 +19,7 @@ from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher
 from mint_s3job.epilog import run_epilog
 from mint_s3job.fetch import fetch
-from mint_s3job.jobs import clean_job, list_jobs, wait_for
+from mint_s3job.jobs import clean_job, list_jobs, require_success, wait_until_done
 from mint_s3job.manifest import ManifestEntry, dump_manifest
 from mint_s3job.slurm import SlurmCommands
 from mint_s3job.store import S3ObjectStore
@@ -64,7 +64,7 @@ def test_epilog_uploads_only_new_and_changed_files_then_completes(
     assert store.get_bytes("job-e/input/params.txt") == b"alpha=2\n"
     assert store.head("job-e/out/leak") is None
     assert store.get_bytes("job-e/job-aws-stat.txt") == b"JOB_COMPLETE\n"
-    assert wait_for(store, "job-e", timeout=5, interval=0.01).exit_code == 0
+    assert require_success(wait_until_done(store, "job-e", timeout=5, interval=0.01)).exit_code == 0
 
 
 def test_epilog_ignores_jobs_that_did_not_come_from_the_bucket(
@@ -86,7 +86,7 @@ def test_failed_job_makes_wait_fail_with_its_exit_code(
     run_epilog(store, config.workdir, _finish(job_dir, exit_code=3))
     assert store.get_bytes("job-f/job-aws-stat.txt") == b"JOB_COMPLETE\n"
     with pytest.raises(JobFailed, match="exit code 3") as caught:
-        wait_for(store, "job-f", timeout=5, interval=0.01)
+        require_success(wait_until_done(store, "job-f", timeout=5, interval=0.01))
     assert caught.value.job_exit_status == 3
 
 
@@ -102,16 +102,20 @@ def test_wait_times_out_with_try_again_later(
         clock[0] += seconds
 
     with pytest.raises(TryAgainLater, match="still JOB_SUBMIT"):
-        wait_for(store, "job-slow", timeout=30, interval=10, sleep=sleep, clock=lambda: clock[0])
+        require_success(
+            wait_until_done(
+                store, "job-slow", timeout=30, interval=10, sleep=sleep, clock=lambda: clock[0]
+            )
+        )
     assert sleeps == [10, 10, 10]
 
 
 def test_wait_refuses_an_uncommitted_job(store: S3ObjectStore) -> None:
     store.put_bytes("job-half/job-aws-run.sh", b"#!/bin/bash\n")
     with pytest.raises(NoInputError, match="never finished"):
-        wait_for(store, "job-half", timeout=1, interval=0.01)
+        require_success(wait_until_done(store, "job-half", timeout=1, interval=0.01))
     with pytest.raises(NoInputError, match="no job"):
-        wait_for(store, "job-none", timeout=1, interval=0.01)
+        require_success(wait_until_done(store, "job-none", timeout=1, interval=0.01))
 
 
 def test_fetch_round_trip_is_byte_exact_and_skips_unchanged(

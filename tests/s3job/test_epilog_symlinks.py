@@ -16,7 +16,7 @@ from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher
 from mint_s3job.epilog import run_epilog
 from mint_s3job.jobdir import MAX_DEPTH
-from mint_s3job.jobs import wait_for
+from mint_s3job.jobs import require_success, wait_until_done
 from mint_s3job.slurm import SlurmCommands
 from mint_s3job.store import Progress, S3ObjectStore
 
@@ -83,7 +83,7 @@ def test_job_dir_replaced_by_a_symlink_uploads_nothing(
     exit_doc = json.loads(store.get_bytes("job-x/.mint-s3job/exit.json") or b"")
     assert exit_doc["refused"] == ["."]
     with pytest.raises(JobFailed, match="replaced its job directory"):
-        wait_for(store, "job-x", timeout=5, interval=0.01)
+        require_success(wait_until_done(store, "job-x", timeout=5, interval=0.01))
 
 
 def test_symlinks_and_special_files_inside_are_skipped(
@@ -101,7 +101,7 @@ def test_symlinks_and_special_files_inside_are_skipped(
     uploaded = _uploaded(store)
     assert uploaded["job-x/out/result.txt"] == b"mine\n"
     assert SECRET not in uploaded.values()
-    assert wait_for(store, "job-x", timeout=5, interval=0.01).exit_code == 0
+    assert require_success(wait_until_done(store, "job-x", timeout=5, interval=0.01)).exit_code == 0
 
 
 class _SwapsBeforeUpload(RecordingStore):

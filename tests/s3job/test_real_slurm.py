@@ -191,7 +191,7 @@ def test_dispatch_run_epilog_wait_fetch_on_the_real_cluster(
     assert failed.returncode == 1 and "exit code 3" in failed.stderr
     dest = tmp_path / "results"
     fetched = subprocess.run(
-        [str(MINT_S3JOB), "fetch", "job-ok", "--dest", str(dest)],
+        [str(MINT_S3JOB), "fetch", "job-ok", "--out-dir", str(dest)],
         env=head.env(),
         capture_output=True,
         text=True,

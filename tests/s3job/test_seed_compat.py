@@ -9,7 +9,7 @@ from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher
 from mint_s3job.epilog import run_epilog
 from mint_s3job.fetch import fetch
-from mint_s3job.jobs import job_status, wait_for
+from mint_s3job.jobs import job_status, require_success, wait_until_done
 from mint_s3job.slurm import SlurmCommands
 from mint_s3job.store import S3ObjectStore
 from mint_s3job.submit import collect_inputs, submit
@@ -41,7 +41,9 @@ def test_seed_manual_submit_is_dispatched_by_ours(
     stat = s3.get_object(Bucket=store.bucket, Key="job0001/job-aws-stat.txt")["Body"].read()
     assert stat.decode().splitlines()[0] == "JOB_COMPLETE"
     assert s3.get_object(Bucket=store.bucket, Key="job0001/hello.out")["Body"].read() == b"Hello\n"
-    assert wait_for(store, "job0001", timeout=5, interval=0.01).exit_code == 0
+    assert (
+        require_success(wait_until_done(store, "job0001", timeout=5, interval=0.01)).exit_code == 0
+    )
 
 
 def test_ours_is_dispatched_by_the_seed_sub_job_and_epilog(
@@ -63,7 +65,7 @@ def test_ours_is_dispatched_by_the_seed_sub_job_and_epilog(
     (job_dir / "out").mkdir()
     (job_dir / "out" / "result.txt").write_text("done\n")
     seed_procedure.epilog(s3, store.bucket, job_dir)
-    final = wait_for(store, "job-ours", timeout=5, interval=0.01)
+    final = require_success(wait_until_done(store, "job-ours", timeout=5, interval=0.01))
     assert final.state == "JOB_COMPLETE" and final.exit_code is None
     dest = tmp_path / "fetched"
     first = fetch(store, "job-ours", dest, progress=no_progress)

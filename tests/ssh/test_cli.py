@@ -81,10 +81,30 @@ def test_bad_config_exits_78(tmp_path: Path) -> None:
     assert "workdir_base" in result.output
 
 
-def test_missing_extra_exits_69_with_hint(base_only_venv: Path) -> None:
+def test_local_commands_work_without_paramiko_and_run_names_the_extra(
+    base_only_venv: Path, tmp_path: Path
+) -> None:
+    """`runs` and `gate` need no SSH library (the gate runs on the external computer);
+    only the commands that connect ask for the `ssh` extra."""
     script = base_only_venv.parent / "mint-ssh"
-    result = subprocess.run([str(script), "runs"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 69
-    assert "mint-tools[ssh]" in result.stderr
+    config = _state_config(tmp_path)
+
+    def tool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(script), "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    listed = tool("runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    gate_help = tool("gate", "--help")
+    assert gate_help.returncode == 0 and "--allow" in gate_help.stdout
+    for command in (["run", "node", "--", "true"], ["check", "node"], ["resume", "--last"]):
+        refused = tool(*command)
+        assert refused.returncode == 69, command
+        assert "mint-tools[ssh]" in refused.stderr
     helped = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0

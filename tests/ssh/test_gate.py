@@ -48,7 +48,7 @@ def test_run_works_unchanged_through_the_gate(gated: SshSetup) -> None:
         "--", "sh", "-c", "cp in.txt out.txt; echo through-gate",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "through-gate" in result.stderr
+    assert "through-gate" in result.stdout
     assert (gated.dest / "out.txt").read_text() == "ゲート経由\n"
     assert "sha256 checked" in result.stderr
     assert not (gated.dest / odd.name).exists(), "--get *.txt fetches only .txt files"
@@ -264,13 +264,16 @@ def test_gate_ignores_the_work_base_of_the_users_config(
 
 
 @needs_ssh
-def test_a_client_of_protocol_1_is_told_to_upgrade(gated: SshSetup) -> None:
-    result = _ssh(gated, protocol.remove(f"/tmp/{RUN_ID}"))
-    assert result.returncode == 77
-    assert (
-        "refused by the mint-ssh gate (protocol 2): mint-ssh protocol mismatch: client speaks"
-        " protocol 1, gate protocol 2; upgrade this client to protocol 2" in result.stderr
-    )
+def test_a_bare_command_or_a_protocol_1_client_is_told_what_the_key_is_for(
+    gated: SshSetup,
+) -> None:
+    for command in (protocol.remove(f"/tmp/{RUN_ID}"), "cat /etc/passwd"):
+        result = _ssh(gated, command)
+        assert result.returncode == 77
+        assert (
+            "refused by the mint-ssh gate (protocol 3): not a mint-ssh request: this key only"
+            " runs the commands of mint-ssh protocol 3" in result.stderr
+        )
 
 
 def test_a_gate_of_protocol_1_is_named_to_the_client() -> None:
@@ -284,8 +287,8 @@ def test_a_gate_of_protocol_1_is_named_to_the_client() -> None:
     with pytest.raises(AuthError) as refused:
         refused_by_gate(old_gate)
     assert str(refused.value) == (
-        "mint-ssh protocol mismatch: client speaks protocol 2, gate protocol 1; upgrade the gate"
-        " (mint-tools on the remote host) to protocol 2 (upgrade order: the remote gate first,"
+        "mint-ssh protocol mismatch: client speaks protocol 3, gate protocol 1; upgrade the gate"
+        " (mint-tools on the remote host) to protocol 3 (upgrade order: the remote gate first,"
         " then its clients)"
     )
 
@@ -312,3 +315,17 @@ def test_the_documented_authorized_keys_line_restricts_and_names_its_base() -> N
         assert ",restrict " in line and " --base /" in line
     text = (repo / "docs/mint-ssh.md").read_text()
     assert "AcceptEnv MINT_*" in text and "PermitUserEnvironment no" in text
+
+
+def test_a_nested_input_through_a_symlinked_dir_is_refused(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    workdir = base / RUN_ID
+    (workdir / protocol.CONTROL_DIR).mkdir(parents=True, mode=0o700)
+    (tmp_path / "elsewhere").mkdir()
+    (workdir / "data").symlink_to(tmp_path / "elsewhere")
+    policy = make_policy([str(base)], ["sh"])
+    upload = protocol.upload(str(workdir), [protocol.UploadItem("data/a.txt", 1)])
+    with pytest.raises(AuthError, match="data is a symlink or not a directory"):
+        decide(protocol.versioned(upload), policy)
+    (workdir / "data").unlink()
+    assert decide(protocol.versioned(upload), policy).files[0].name == "data/a.txt"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from mint_common.config import load_config
 from mint_common.errors import ConfigError
 from mint_ssh.config import SshToolConfig
+from mint_ssh.diagnose import check_host
 from mint_ssh.hosts import parse_jump, resolve_host
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mint-ssh"
@@ -69,10 +72,81 @@ def test_hosts_map_wins_over_ssh_config(tmp_path: Path) -> None:
     assert spec.known_hosts_name == "[192.0.2.10]:2222"
 
 
+def _found(_name: str, _port: int) -> object:
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("192.0.2.1", 22))]
+
+
+class _Resolver:
+    """Stands in for getaddrinfo: answers with `error`, records the names asked."""
+
+    def __init__(self, error: int | None) -> None:
+        self.error = error
+        self.asked: list[str] = []
+
+    def __call__(self, name: str, port: int) -> object:
+        self.asked.append(name)
+        if self.error is not None:
+            raise socket.gaierror(self.error, "resolver says no")
+        return _found(name, port)
+
+
 def test_unknown_alias_without_ssh_config_uses_the_name(tmp_path: Path) -> None:
-    spec = resolve_host("calc.example.jp", _config(tmp_path, ""))
+    spec = resolve_host("calc.example.jp", _config(tmp_path, ""), lookup=_found)
     assert (spec.hostname, spec.port) == ("calc.example.jp", 22)
     assert spec.known_hosts_name == "calc.example.jp"
+
+
+def _known_hosts_config(tmp_path: Path) -> SshToolConfig:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        "Host ssh-node01 ssh-node02\n  HostName calc.example.jp\nHost *\n  ServerAliveInterval 10\n"
+    )
+    return _config(tmp_path, f"ssh_config: {ssh_config}\nhosts:\n  gpu-node: {{}}\n")
+
+
+@pytest.mark.parametrize(
+    "code",
+    [socket.EAI_NONAME, socket.EAI_NODATA],
+    ids=["EAI_NONAME", "EAI_NODATA"],
+)
+def test_misspelt_host_is_a_config_error_with_did_you_mean(tmp_path: Path, code: int) -> None:
+    resolver = _Resolver(code)
+    with pytest.raises(ConfigError, match="did you mean 'ssh-node01'") as caught:
+        resolve_host("ssh-nod01", _known_hosts_config(tmp_path), lookup=resolver)
+    assert caught.value.exit_status == 78
+    assert "gpu-node" in (caught.value.hint or "")
+    assert resolver.asked == ["ssh-nod01"], "a `Host *` block does not make a name known"
+
+
+def test_a_temporary_resolver_failure_is_left_to_the_retrying_connect(tmp_path: Path) -> None:
+    resolver = _Resolver(socket.EAI_AGAIN)
+    spec = resolve_host("ssh-nod01", _known_hosts_config(tmp_path), lookup=resolver)
+    assert spec.hostname == "ssh-nod01" and resolver.asked == ["ssh-nod01"]
+
+
+def test_known_names_are_not_looked_up(tmp_path: Path) -> None:
+    resolver = _Resolver(socket.EAI_NONAME)
+    cfg = _known_hosts_config(tmp_path)
+    assert resolve_host("ssh-node02", cfg, lookup=resolver).hostname == "calc.example.jp"
+    assert resolve_host("gpu-node", cfg, lookup=resolver).hostname == "gpu-node"
+    assert resolver.asked == []
+
+
+def test_check_shows_a_misspelt_host_as_a_failed_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = _known_hosts_config(tmp_path)
+    connected: list[object] = []
+    status = check_host(
+        lambda: resolve_host("ssh-nod01", cfg, lookup=_Resolver(socket.EAI_NONAME)),
+        connected.append,  # type: ignore[arg-type]
+        as_json=True,
+    )
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)["checks"]}
+    assert status == 1 and connected == []
+    assert rows["config"]["status"] == "fail"
+    assert "did you mean 'ssh-node01'" in rows["config"]["detail"]
+    assert rows["connect"]["status"] == "skip"
 
 
 @pytest.mark.parametrize(
@@ -114,5 +188,5 @@ def test_example_config_loads(tmp_path: Path) -> None:
     cfg = load_config(SshToolConfig, "mint-ssh", config_file=EXAMPLES / "mint-ssh.yaml")
     assert "ssh-node01" in cfg.hosts
     assert cfg.retry.max_attempts == 6
-    spec = resolve_host("ssh-node01", cfg)
+    spec = resolve_host("ssh-node01", cfg, lookup=_found)
     assert spec.proxy_command is not None

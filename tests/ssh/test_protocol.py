@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mint_ssh import protocol
+from mint_ssh.connection import _UntilMark
 
 RUN_ID = "fedcba9876543210fedcba9876543210"
 WORKDIR = f"/tmp/{RUN_ID}"
@@ -223,21 +224,31 @@ def test_other_commands_are_refused(command: str, reason: str) -> None:
     ("sent", "message"),
     [
         (
-            protocol.remove(WORKDIR),
-            "client speaks protocol 1, gate protocol 2; upgrade this client to protocol 2",
+            protocol.versioned(protocol.remove(WORKDIR)).replace(" 3; ", " 2; ", 1),
+            "client speaks protocol 2, gate protocol 3; upgrade this client to protocol 3",
         ),
         (
-            protocol.versioned(protocol.remove(WORKDIR)).replace(" 2; ", " 3; ", 1),
-            "client speaks protocol 3, gate protocol 2; upgrade the gate",
+            protocol.versioned(protocol.remove(WORKDIR)).replace(" 3; ", " 4; ", 1),
+            "client speaks protocol 4, gate protocol 3; upgrade the gate",
         ),
     ],
-    ids=["older-client", "newer-client"],
+    ids=["protocol-2-client", "newer-client"],
 )
 def test_a_client_of_another_protocol_is_told_both_versions(sent: str, message: str) -> None:
     with pytest.raises(protocol.RefusedCommand) as refused:
         protocol.parse(sent, POLICY)
     assert message in str(refused.value)
     assert "upgrade order: the remote gate first, then its clients" in str(refused.value)
+
+
+@pytest.mark.parametrize("sent", [protocol.remove(WORKDIR), "cat /etc/passwd"])
+def test_a_bare_command_is_told_it_is_not_a_mint_ssh_request(sent: str) -> None:
+    with pytest.raises(protocol.RefusedCommand) as refused:
+        protocol.parse(sent, POLICY)
+    assert str(refused.value).startswith(
+        "not a mint-ssh request: this key only runs the commands of mint-ssh protocol 3"
+    )
+    assert "protocol mismatch" not in str(refused.value)
 
 
 def test_the_version_leads_every_request_as_a_shell_no_op() -> None:
@@ -273,3 +284,32 @@ def test_random_commands_are_refused_cleanly(command: str) -> None:
     except protocol.RefusedCommand:
         return
     assert protocol.rebuild(op) == command
+
+
+@given(
+    output=st.binary(max_size=200),
+    after=st.binary(max_size=20),
+    cuts=st.lists(st.integers(min_value=0, max_value=300), max_size=6),
+)
+def test_stdout_is_passed_on_up_to_the_end_mark_however_it_is_cut(
+    output: bytes, after: bytes, cuts: list[int]
+) -> None:
+    mark = protocol.new_end_mark().encode()
+    stream = output + mark + after
+    passed: list[bytes] = []
+    until = _UntilMark(mark, passed.append)
+    rest = b""
+    edges = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    for begin, end in zip(edges, edges[1:]):
+        chunk = stream[begin:end]
+        rest += chunk if until.seen else until.feed(chunk)
+    assert b"".join(passed) == output and rest == after and until.seen
+
+
+def test_a_start_with_a_forged_end_mark_is_refused() -> None:
+    forged = protocol.start(WORKDIR, ["sh"], end_mark=":mint-ssh-end:x; rm -rf ~:")
+    with pytest.raises(protocol.RefusedCommand):
+        parse(forged)
+    honest = protocol.start(WORKDIR, ["sh"], 3, errors_offset=9, end_mark=protocol.new_end_mark())
+    op = parse(honest)
+    assert (op.offset, op.errors_offset) == (3, 9)

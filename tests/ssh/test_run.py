@@ -39,7 +39,9 @@ def test_happy_path_moves_text_binary_and_japanese_names(setup: SshSetup) -> Non
         "--", "sh", "-c", "cat input.txt; cat 入力データ.txt > 結果.txt; cp data.bin out.bin; echo to-stderr >&2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "line one" in result.stderr and "to-stderr" in result.stderr
+    # the remote stdout is our stdout, its stderr our stderr (as with ssh)
+    assert result.stdout == "line one\n"
+    assert "to-stderr" in result.stderr and "line one" not in result.stderr
     assert (setup.dest / "out.bin").read_bytes() == BINARY
     assert (setup.dest / "結果.txt").read_text() == "計算条件\n"
     assert (setup.dest / "入力データ.txt").read_text() == "計算条件\n"
@@ -159,7 +161,7 @@ def test_proxy_command_through_nc(setup: SshSetup) -> None:
         "run", "node", "-v", "--dest", str(setup.dest), "--", "sh", "-c", "echo via-proxy"
     )
     assert result.returncode == 0, result.stderr
-    assert "via-proxy" in result.stderr
+    assert "via-proxy" in result.stdout
     assert "via ProxyCommand" in result.stderr
 
 
@@ -168,7 +170,7 @@ def test_proxy_command_through_a_python_relay(setup: SshSetup) -> None:
     setup.write_ssh_config(extra=f"  ProxyCommand {sys.executable} {relay} %h %p\n")
     result = setup.run("run", "node", "--dest", str(setup.dest), "--", "sh", "-c", "echo relayed")
     assert result.returncode == 0, result.stderr
-    assert "relayed" in result.stderr
+    assert "relayed" in result.stdout
 
 
 def test_proxy_jump_through_the_same_sshd(setup: SshSetup) -> None:
@@ -179,7 +181,7 @@ def test_proxy_jump_through_the_same_sshd(setup: SshSetup) -> None:
     )
     result = setup.run("run", "node", "--dest", str(setup.dest), "--", "sh", "-c", "echo jumped")
     assert result.returncode == 0, result.stderr
-    assert "jumped" in result.stderr
+    assert "jumped" in result.stdout
 
 
 def test_passphrase_key_without_terminal_exits_77(setup: SshSetup, tmp_path: Path) -> None:
@@ -244,17 +246,20 @@ def test_connection_cut_mid_command_reconnects_and_completes(
     setup.write_config(retry="retry:5,0.5")
     process = setup.popen(
         "run", "node", "--dest", str(setup.dest),
-        "--", "sh", "-c", "echo out-1-of-2; sleep 2; echo out-2-of-2; echo done > result.txt",
+        "--", "sh", "-c",
+        "echo out-1-of-2; echo err-1-of-2 >&2; sleep 2; echo out-2-of-2; echo err-2-of-2 >&2;"
+        " echo done > result.txt",
     )  # fmt: skip
     wait_for(lambda: any(r["state"] == "running" for r in setup.records()), what="the start")
     relay.drop_all()
-    _out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=60)
     assert process.returncode == 0, err
     assert "reconnecting" in err
     assert relay.accepted >= 2
     assert (setup.dest / "result.txt").read_text() == "done\n"
-    # Output already shown is not shown again after the reconnect.
-    assert err.count("out-1-of-2") == 1 and err.count("out-2-of-2") == 1
+    # Output already shown is not shown again after the reconnect, on either stream.
+    assert out == "out-1-of-2\nout-2-of-2\n"
+    assert err.count("err-1-of-2") == 1 and err.count("err-2-of-2") == 1
 
 
 def test_connection_cut_during_the_download_fetches_again(setup: SshSetup) -> None:
@@ -308,7 +313,9 @@ def test_sigterm_leaves_a_resumable_record_and_says_how(setup: SshSetup) -> None
     wait_for(lambda: any((d / ".mint-ssh" / "pid").exists() for d in setup.remote_dirs()))
     process.send_signal(signal.SIGTERM)
     _out, err = process.communicate(timeout=30)
-    assert process.returncode == 130
+    assert process.returncode == 143  # 128 + SIGTERM, as a shell reports it
+    assert "mint-ssh: error: interrupted by SIGTERM" in err
+    assert "()" not in err
     (record,) = setup.records()
     assert f"mint-ssh resume {record['run_id']}" in err
     assert record["state"] == "running"

@@ -245,7 +245,7 @@ def test_a_start_that_ended_after_its_status_is_fetched_afresh(
 
     try:
         # A request that prints a status line and ends instead of waiting for `fetch`.
-        paused = conn.watch("echo 0", lambda chunk: None)
+        paused = conn.watch(f"printf %s {protocol.END_MARK}; echo 0", lambda chunk: None)
         assert paused.stdout == b"0\n" and paused.pending is not None
         wait_for(paused.pending.exit_status_ready, what="the early end")  # type: ignore[attr-defined]
         result = conn.fetch(protocol.fetch(str(workdir)), unpack, paused.pending)

@@ -1,0 +1,154 @@
+"""One human line for a network failure, instead of the repr chain requests and urllib3 build.
+
+`network_error_line(exc, attempts)` walks the exception's `__cause__` / `__context__`
+chain (requests -> urllib3 -> socket/ssl) and says what went wrong in the words an
+admin would use:
+
+    cannot connect to mint.example.jp:50443: connection refused (after 2 attempts)
+    cannot resolve mint.example.jp: name or service not known
+    no reply from mint.example.jp:50443 within the read timeout
+    TLS handshake with mint.example.jp:50443 failed: certificate verify failed: ...
+    cannot connect to proxy proxy.example.jp:3128: connection refused
+
+Classes are recognised by name, so this module needs neither requests nor urllib3.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any, Optional
+
+MAX_DETAIL = 200
+
+
+def network_error_line(
+    exc: BaseException,
+    attempts: int = 1,
+    *,
+    target: Optional[str] = None,
+    request: Optional[str] = None,
+) -> str:
+    """The one line for `exc`; `target` (`HOST:PORT`) is used when the chain names none, and
+    `request` (`GET /path`) is named when the server took it but did not answer in time."""
+    chain = list(_chain(exc))
+    where = _endpoint(chain) or target or "the server"
+    line = _describe(chain, where, request)
+    return line + (f" (after {attempts} attempts)" if attempts > 1 else "")
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        nested = _nested(current)
+        current = current.__cause__ or nested or current.__context__
+
+
+def _nested(exc: BaseException) -> Optional[BaseException]:
+    """urllib3 keeps the real reason in `.reason` or in its args rather than as a cause."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, BaseException):
+        return reason
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, BaseException):
+            return arg
+    return None
+
+
+def _named(exc: BaseException, *names: str) -> bool:
+    return any(cls.__name__ in names for cls in type(exc).__mro__)
+
+
+def _first(chain: list[BaseException], *names: str) -> Optional[BaseException]:
+    return next((e for e in chain if _named(e, *names)), None)
+
+
+def _host_port(holder: Any) -> Optional[str]:
+    host = getattr(holder, "host", None)
+    port = getattr(holder, "port", None)
+    if not isinstance(host, str) or not host:
+        return None
+    return f"{host}:{port}" if isinstance(port, int) else host
+
+
+def _endpoint(chain: list[BaseException]) -> Optional[str]:
+    """HOST:PORT of the connection that failed (urllib3 keeps it on `.conn` or `.pool`)."""
+    for exc in reversed(chain):
+        for attr in ("conn", "pool"):
+            found = _host_port(getattr(exc, attr, None))
+            if found:
+                return found
+    return None
+
+
+def _describe(chain: list[BaseException], where: str, request: Optional[str]) -> str:
+    proxy = _first(chain, "ProxyError")
+    if proxy is not None:
+        return _proxy_problem(chain, where)
+    gai = next((e for e in chain if isinstance(e, socket.gaierror)), None)
+    if gai is not None or _first(chain, "NameResolutionError") is not None:
+        host = where.rsplit(":", 1)[0] if ":" in where else where
+        return f"cannot resolve {host}: {_reason(gai) if gai else 'name not found'}"
+    if _first(chain, "SSLError", "SSLCertVerificationError") is not None:
+        return f"TLS handshake with {where} failed: {_ssl_reason(chain)}"
+    if _first(chain, "ReadTimeout", "ReadTimeoutError") is not None:
+        to = f" to {request}" if request else ""
+        return f"no reply{to} from {where} within the read timeout"
+    os_error = _last_os_error(chain)
+    # urllib3's NewConnectionError is a ConnectTimeoutError whatever the cause: ask the socket
+    if isinstance(os_error, TimeoutError) or (
+        os_error is None and _first(chain, "ConnectTimeout", "ConnectTimeoutError") is not None
+    ):
+        return f"cannot connect to {where}: timed out"
+    if _first(chain, "ProtocolError", "RemoteDisconnected", "ChunkedEncodingError") is not None:
+        detail = _reason(os_error) if os_error else "the server closed the connection"
+        return f"connection to {where} broke: {detail}"
+    if os_error is not None:
+        return f"cannot connect to {where}: {_reason(os_error)}"
+    return f"cannot talk to {where}: {_one_line(chain[-1])}"
+
+
+def _proxy_problem(chain: list[BaseException], where: str) -> str:
+    os_error = _last_os_error(chain)
+    text = _one_line(os_error) if os_error is not None else ""
+    if "Tunnel connection failed" in text:
+        answer = text.split("Tunnel connection failed:", 1)[1].strip()
+        return f"the proxy refused the connection to {where}: {answer}"
+    detail = _reason(os_error) if os_error is not None else "no usable answer"
+    return f"cannot connect to proxy {where}: {detail}"
+
+
+def _last_os_error(chain: list[BaseException]) -> Optional[BaseException]:
+    """The innermost plain OSError (the socket's own), skipping the library wrappers."""
+    for exc in reversed(chain):
+        if isinstance(exc, OSError) and not _named(exc, "RequestException", "HTTPError"):
+            return exc
+    return None
+
+
+def _reason(exc: Optional[BaseException]) -> str:
+    if exc is None:
+        return "unknown error"
+    strerror = getattr(exc, "strerror", None)
+    if isinstance(strerror, str) and strerror:
+        return strerror[0].lower() + strerror[1:]
+    return _one_line(exc)
+
+
+def _ssl_reason(chain: list[BaseException]) -> str:
+    for exc in reversed(chain):
+        message = getattr(exc, "verify_message", None)
+        if isinstance(message, str) and message:
+            return f"certificate verify failed: {message}"
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, str) and reason:
+            return reason.replace("_", " ").lower()
+    return _one_line(chain[-1])
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL] + "..."
