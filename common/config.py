@@ -87,7 +87,6 @@ def env_prefix(tool: str) -> str:
 class _Layer:
     source: str
     values: dict[str, Any]
-    from_env: bool = False
     key_sources: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def source_for(self, key: str) -> str:
@@ -185,7 +184,7 @@ def _env_layer(schema: type, tool: str, env: Mapping[str, str]) -> _Layer:
             if var in env and name not in values:
                 values[name] = env[var]
                 key_sources[name] = f"environment variable {var}"
-    return _Layer(f"environment ({prefix}*)", values, from_env=True, key_sources=key_sources)
+    return _Layer(f"environment ({prefix}*)", values, key_sources=key_sources)
 
 
 def _did_you_mean(
@@ -415,7 +414,7 @@ def _coerce(value: Any, tp: Any, source: str, key: str) -> Any:
     if origin is Literal:
         return _coerce_literal(value, typing.get_args(tp), source, key)
     if isinstance(tp, type) and hasattr(tp, "from_config"):
-        return tp.from_config(value, source=source, key=key)
+        return tp.from_config(_from_env_text(value), source=source, key=key)
     scalar = _SCALARS.get(tp)
     if scalar is not None:
         return scalar(value, source, key)
@@ -576,7 +575,10 @@ def redacted_view(config: Any) -> dict[str, Any]:
         if isinstance(value, Secret):
             return MASK
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            return {f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            # Fields kept out of repr (a retry policy's clock, sleep and rng) are not settings.
+            return {
+                f.name: convert(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr
+            }
         if isinstance(value, dict):
             return {k: convert(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

@@ -50,10 +50,6 @@ EXIT_TABLE: tuple[tuple[ExitStatus, str], ...] = (
         "interrupted by SIGINT (Ctrl-C); by signal N: 128 + N, e.g. 143 SIGTERM",
     ),
 )
-DAEMON_STOP_NOTE = (
-    "A daemon (run, dispatch --watch) asked to stop with SIGTERM or SIGINT finishes its"
-    " current step and exits 0."
-)
 
 
 def exit_status_for(exc: BaseException) -> int:

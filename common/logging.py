@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Optional, TextIO
 from urllib.parse import quote, quote_plus
 
+from mint_common.terminal import terminal
+
 MASK = "********"
 LOG_FORMATS = ("auto", "plain", "json", "rich")
 
@@ -146,7 +148,7 @@ def level_for(verbosity: int) -> int:
 
 
 def _console_handler(tool: str, log_format: str, stream: TextIO) -> logging.Handler:
-    use_rich = log_format == "rich" or (log_format == "auto" and stream.isatty())
+    use_rich = log_format == "rich" or (log_format == "auto" and terminal().is_tty(stream))
     if use_rich:
         from rich.console import Console
         from rich.logging import RichHandler

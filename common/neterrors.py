@@ -16,7 +16,7 @@ Classes are recognised by name, so this module needs neither requests nor urllib
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 MAX_DETAIL = 200
@@ -85,30 +85,76 @@ def _endpoint(chain: list[BaseException]) -> Optional[str]:
 
 
 def _describe(chain: list[BaseException], where: str, request: Optional[str]) -> str:
-    proxy = _first(chain, "ProxyError")
-    if proxy is not None:
-        return _proxy_problem(chain, where)
+    """The line of the first kind of failure the chain shows, in the order they are told
+    apart (a proxy's failure before the target's, name resolution before connecting)."""
+    for recognise in _KINDS:
+        line = recognise(chain, where, request)
+        if line is not None:
+            return line
+    return f"cannot talk to {where}: {_one_line(chain[-1])}"
+
+
+def _proxy(chain: list[BaseException], where: str, _request: Optional[str]) -> Optional[str]:
+    return None if _first(chain, "ProxyError") is None else _proxy_problem(chain, where)
+
+
+def _resolution(chain: list[BaseException], where: str, _request: Optional[str]) -> Optional[str]:
     gai = next((e for e in chain if isinstance(e, socket.gaierror)), None)
-    if gai is not None or _first(chain, "NameResolutionError") is not None:
-        host = where.rsplit(":", 1)[0] if ":" in where else where
-        return f"cannot resolve {host}: {_reason(gai) if gai else 'name not found'}"
-    if _first(chain, "SSLError", "SSLCertVerificationError") is not None:
-        return f"TLS handshake with {where} failed: {_ssl_reason(chain)}"
-    if _first(chain, "ReadTimeout", "ReadTimeoutError") is not None:
-        to = f" to {request}" if request else ""
-        return f"no reply{to} from {where} within the read timeout"
+    if gai is None and _first(chain, "NameResolutionError") is None:
+        return None
+    host = where.rsplit(":", 1)[0] if ":" in where else where
+    return f"cannot resolve {host}: {_reason(gai) if gai else 'name not found'}"
+
+
+def _tls(chain: list[BaseException], where: str, _request: Optional[str]) -> Optional[str]:
+    if _first(chain, "SSLError", "SSLCertVerificationError") is None:
+        return None
+    return f"TLS handshake with {where} failed: {_ssl_reason(chain)}"
+
+
+def _read_timeout(chain: list[BaseException], where: str, request: Optional[str]) -> Optional[str]:
+    if _first(chain, "ReadTimeout", "ReadTimeoutError") is None:
+        return None
+    to = f" to {request}" if request else ""
+    return f"no reply{to} from {where} within the read timeout"
+
+
+def _connect_timeout(
+    chain: list[BaseException], where: str, _request: Optional[str]
+) -> Optional[str]:
     os_error = _last_os_error(chain)
     # urllib3's NewConnectionError is a ConnectTimeoutError whatever the cause: ask the socket
     if isinstance(os_error, TimeoutError) or (
         os_error is None and _first(chain, "ConnectTimeout", "ConnectTimeoutError") is not None
     ):
         return f"cannot connect to {where}: timed out"
-    if _first(chain, "ProtocolError", "RemoteDisconnected", "ChunkedEncodingError") is not None:
-        detail = _reason(os_error) if os_error else "the server closed the connection"
-        return f"connection to {where} broke: {detail}"
-    if os_error is not None:
-        return f"cannot connect to {where}: {_reason(os_error)}"
-    return f"cannot talk to {where}: {_one_line(chain[-1])}"
+    return None
+
+
+def _broken(chain: list[BaseException], where: str, _request: Optional[str]) -> Optional[str]:
+    if _first(chain, "ProtocolError", "RemoteDisconnected", "ChunkedEncodingError") is None:
+        return None
+    os_error = _last_os_error(chain)
+    detail = _reason(os_error) if os_error else "the server closed the connection"
+    return f"connection to {where} broke: {detail}"
+
+
+def _not_connected(
+    chain: list[BaseException], where: str, _request: Optional[str]
+) -> Optional[str]:
+    os_error = _last_os_error(chain)
+    return None if os_error is None else f"cannot connect to {where}: {_reason(os_error)}"
+
+
+_KINDS: tuple[Callable[[list[BaseException], str, Optional[str]], Optional[str]], ...] = (
+    _proxy,
+    _resolution,
+    _tls,
+    _read_timeout,
+    _connect_timeout,
+    _broken,
+    _not_connected,
+)
 
 
 def _proxy_problem(chain: list[BaseException], where: str) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional, TextIO
 
+from mint_common.terminal import terminal
+
 
 def _default(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
@@ -33,7 +35,7 @@ def emit_table(
 ) -> None:
     """A rich table on a terminal; tab-separated lines with a header otherwise."""
     out = stream if stream is not None else sys.stdout
-    if out.isatty():
+    if terminal().is_tty(out):
         from rich.console import Console
         from rich.table import Table
 

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Iterator
 from typing import Callable, Optional, TextIO
 
+from mint_common.terminal import terminal
+
 
 @contextlib.contextmanager
 def transfer_progress(
@@ -20,7 +22,7 @@ def transfer_progress(
     enabled: Optional[bool] = None,
 ) -> Iterator[Callable[[int], None]]:
     out = stream if stream is not None else sys.stderr
-    show = out.isatty() if enabled is None else enabled
+    show = terminal().is_tty(out) if enabled is None else enabled
     if not show:
         yield lambda _n: None
         return

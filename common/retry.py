@@ -27,6 +27,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _LEGACY = re.compile(r"^retry:(\d+),(\d+(?:\.\d+)?)$")
+#: What the legacy clients do when not told otherwise (MInt manual 1.0.1, 4.6.1): 5 retries
+#: after the first try, 60 s apart, no backoff or jitter, so 6 attempts. `retry:5,60` on a
+#: legacy command line means the same policy.
+LEGACY_DEFAULT_RETRY = "retry:5,60"
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,11 @@ class RetryPolicy:
         }
         settings.update(overrides)
         return cls(**settings)
+
+    @classmethod
+    def legacy_default(cls) -> RetryPolicy:
+        """The legacy clients' default (`LEGACY_DEFAULT_RETRY`), for mint-ssh and mint-poll."""
+        return cls.parse_legacy(LEGACY_DEFAULT_RETRY)
 
     @classmethod
     def from_config(

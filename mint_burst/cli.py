@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import click
 
 from mint_common.cli import DURATION, MintGroup, common_options, current_options, exit_with
-from mint_common.errors import InputError, JobFailed, NoInputError, TryAgainLater
+from mint_common.errors import JobFailed, TryAgainLater
 from mint_common.output import emit_json, emit_table
 from mint_common.terminal import confirm
-from mint_common.timeutil import parse_duration
 
 
 @click.group(cls=MintGroup, tool="mint-burst")
@@ -100,16 +99,7 @@ def status(as_json: bool, no_scheduler: bool) -> None:
     if as_json:
         emit_json(document)
         return
-    queue = document["queue"]
-    if "error" in queue:
-        click.echo(f"queue {config.queue!r}: cannot read the scheduler: {queue['error']}")
-    elif "pending_jobs" in queue:
-        click.echo(
-            f"queue {config.queue!r}: {queue['pending_jobs']} pending, "
-            f"{queue['running_jobs']} running ({queue['nodes_needed']} node(s) needed)"
-        )
-        for job in queue["unservable_jobs"]:
-            click.echo(f"never served: job {job['job_id']}: {job['why']}")
+    _echo_queue(config.queue, document["queue"])
     age = document["heartbeat_age_s"]
     click.echo(
         "heartbeat: never"
@@ -118,6 +108,24 @@ def status(as_json: bool, no_scheduler: bool) -> None:
     )
     click.echo(f"node-hours today (UTC): {document['node_hours_today']:.2f}")
     click.echo(f"nodes: {len(document['nodes'])} of at most {document['node_cap']}")
+    _echo_nodes(document)
+    if document["last_error"]:
+        click.echo(f"last error: {document['last_error']}")
+
+
+def _echo_queue(name: str, queue: dict[str, Any]) -> None:
+    if "error" in queue:
+        click.echo(f"queue {name!r}: cannot read the scheduler: {queue['error']}")
+    elif "pending_jobs" in queue:
+        click.echo(
+            f"queue {name!r}: {queue['pending_jobs']} pending, "
+            f"{queue['running_jobs']} running ({queue['nodes_needed']} node(s) needed)"
+        )
+        for job in queue["unservable_jobs"]:
+            click.echo(f"never served: job {job['job_id']}: {job['why']}")
+
+
+def _echo_nodes(document: dict[str, Any]) -> None:
     rows = [
         (
             n["name"],
@@ -140,18 +148,6 @@ def status(as_json: bool, no_scheduler: bool) -> None:
             )
     for orphan in document["orphans"]:
         click.echo(f"orphan: {orphan['instance_id']} (node tag {orphan['node'] or '-'})")
-    if document["last_error"]:
-        click.echo(f"last error: {document['last_error']}")
-
-
-def _fail_window(text: str) -> tuple[float, float]:
-    parts = text.split(",")
-    try:
-        if len(parts) != 2:
-            raise ValueError(f"expected T,DURATION, got {text!r}")
-        return parse_duration(parts[0]), parse_duration(parts[1])
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--squeue-fail-at") from None
 
 
 def _age(seconds: Optional[float]) -> str:
@@ -170,10 +166,10 @@ def check(as_json: bool) -> None:
     """
     from mint_burst import service
 
-    runner = service.run_checks(current_options().config_file)
-    rendered = runner.render(as_json=as_json, title="mint-burst check")
-    if runner.config_error is not None:
-        raise runner.config_error
+    checks = service.run_checks(current_options().config_file)
+    rendered = checks.runner.render(as_json=as_json, title="mint-burst check")
+    if checks.config_error is not None:
+        raise checks.config_error
     exit_with(rendered)
 
 
@@ -266,7 +262,7 @@ def simulate(
     max_nodes: int,
     idle_timeout: float,
     poll_interval: float,
-    policy: str,
+    policy: Literal["ours", "legacy", "both"],
     squeue_fail_at: Optional[str],
     as_json: bool,
 ) -> None:
@@ -279,31 +275,20 @@ def simulate(
     """
     from mint_burst import simulate as sim
 
-    if not trace_file.is_file():
-        raise NoInputError(f"trace file {trace_file} does not exist")
+    jobs = sim.read_trace(trace_file)
     try:
-        text = trace_file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"trace file {trace_file} is not UTF-8 text: {exc}") from None
-    jobs = sim.parse_sacct(text, str(trace_file))
-    fail = None if squeue_fail_at is None else _fail_window(squeue_fail_at)
-    choices: dict[str, tuple[sim.Policy, ...]] = {
-        "ours": ("ours",),
-        "legacy": ("legacy",),
-        "both": ("ours", "legacy"),
-    }
-    results = [
-        sim.simulate(
-            jobs,
-            policy=name,
-            boot_time=boot_time,
-            max_nodes=max_nodes,
-            idle_timeout=idle_timeout,
-            poll_interval=poll_interval,
-            squeue_fail=fail,
-        )
-        for name in choices[policy]
-    ]
+        fail = None if squeue_fail_at is None else sim.parse_fail_window(squeue_fail_at)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--squeue-fail-at") from None
+    results = sim.compare(
+        jobs,
+        policy,
+        boot_time=boot_time,
+        max_nodes=max_nodes,
+        idle_timeout=idle_timeout,
+        poll_interval=poll_interval,
+        squeue_fail=fail,
+    )
     if as_json:
         emit_json({"trace": str(trace_file), "results": [r.to_json() for r in results]})
         return

@@ -25,9 +25,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from mint_burst.config import BurstConfig
-from mint_burst.model import Instance
+from mint_burst.model import Host, Instance
 from mint_burst.provider import LaunchRequest
 from mint_burst.scheduler import MAX_JSON_VALUES, MAX_OUTPUT_BYTES, check_json_size, last_line
+from mint_common.checks import SKIP, CheckResult
 from mint_common.errors import ConfigError, InputError, TryAgainLater, UnavailableError
 from mint_common.proc import run_command
 
@@ -72,13 +73,13 @@ class CommandProvider:
             )
         except InputError as exc:
             raise InputError(f"{action} script: {exc.message}") from None
-        if result.returncode == 75:
+        if result.return_code == 75:
             raise TryAgainLater(
                 f"{action} script {argv[0]} asks to try later: {_detail(result.stderr)}"
             )
-        if result.returncode != 0:
+        if result.failed:
             raise UnavailableError(
-                f"{action} script {argv[0]} exited with status {result.returncode}:"
+                f"{action} script {argv[0]} exited with status {result.return_code}:"
                 f" {_detail(result.stderr)}"
             )
         check_json_size(result.stdout, f"{action} script {argv[0]}", max_values=self.max_values)
@@ -170,6 +171,9 @@ class CommandProvider:
         self.validate_commands()
         count = len(self.list_instances())
         return [("command provider list", f"list script answered ({count} instance(s))")]
+
+    def check_hosts(self, name: str, hosts: Sequence[Host]) -> CheckResult:
+        return CheckResult(name, SKIP, "provider command: its scripts place the nodes")
 
 
 def _detail(stderr: str) -> str:

@@ -8,6 +8,7 @@ so a site's `env` file keeps working (for example as a systemd EnvironmentFile).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Literal, Optional
@@ -16,7 +17,10 @@ from mint_burst.model import Host
 from mint_burst.policy import PolicySettings
 from mint_common.config import tool_state_dir
 from mint_common.errors import ConfigError
+from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
+
+log = logging.getLogger(__name__)
 
 TOOL = "mint-burst"
 
@@ -53,7 +57,8 @@ class Ec2Settings:
     key_name: Optional[str] = None
     iam_instance_profile: Optional[str] = None
     capacity_backoff: Duration = field(default=Duration(600))
-    max_attempts: int = 5
+    # Replaced by the top-level `retry`; still read for one release (see aws_max_attempts).
+    max_attempts: Optional[int] = None
     tags: dict[str, str] = field(default_factory=dict)
     user_data_file: Optional[Path] = None
 
@@ -92,6 +97,8 @@ class BurstConfig:
     image: Optional[str] = field(default=None, metadata=_legacy("IMAGE_NAME"))
     nfs_mount_point: Optional[str] = field(default=None, metadata=_legacy("NFS_MOUNT_POINT"))
     nfs_local_dir: str = field(default="/mnt", metadata=_legacy("NFS_LOCAL_DIR"))
+    # Attempts of one AWS call, botocore's standard retries (total_max_attempts).
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     command: CommandSettings = field(default_factory=CommandSettings)
 
@@ -102,8 +109,20 @@ class BurstConfig:
                 f" got {self.nfs_mount_point!r}"
             )
         # Range metadata is not applied inside nested sections, so they are checked here.
-        if self.ec2.capacity_backoff < 0 or self.ec2.max_attempts < 1:
-            raise ConfigError("keys 'ec2.capacity_backoff' >= 0 and 'ec2.max_attempts' >= 1")
+        if self.ec2.capacity_backoff < 0:
+            raise ConfigError(
+                f"key 'ec2.capacity_backoff': must be at least 0, got {self.ec2.capacity_backoff:g}"
+            )
+        if self.ec2.max_attempts is not None:
+            if self.ec2.max_attempts < 1:
+                raise ConfigError(
+                    f"key 'ec2.max_attempts': must be at least 1, got {self.ec2.max_attempts}"
+                )
+            log.warning(
+                "key 'ec2.max_attempts' is deprecated and will be removed in the next release;"
+                " write 'retry: {max_attempts: %d}' instead",
+                self.ec2.max_attempts,
+            )
         if self.command.timeout <= 0:
             raise ConfigError(
                 f"key 'command.timeout': must be greater than 0, got {self.command.timeout:g}"
@@ -144,6 +163,13 @@ class BurstConfig:
         if self.ec2.instance_types:
             return list(self.ec2.instance_types)
         return [self.flavor] if self.flavor else []
+
+    @property
+    def aws_max_attempts(self) -> int:
+        """`retry.max_attempts`, or the deprecated `ec2.max_attempts` where a file still sets it."""
+        if self.ec2.max_attempts is not None:
+            return self.ec2.max_attempts
+        return self.retry.max_attempts
 
     @property
     def lock_file(self) -> Path:

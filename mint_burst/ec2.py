@@ -1,15 +1,18 @@
 """AWS EC2 provider (boto3, imported lazily so `--help` stays fast).
 
-Every boto3 call goes through `_call`, which turns botocore errors into the
-mint_common hierarchy. Launching walks the ordered (instance type, subnet)
-options and backs off an option that ran out of capacity for
-`capacity_backoff` seconds; the back-off book lives in the state file so a
-timer-driven `once` remembers it. Throttling is retried by botocore's
-standard retry mode before it reaches us.
+The client comes from `mint_common.aws.aws_client`, and every boto3 call goes
+through `_call`, which translates botocore errors with the shared
+`translate_aws_error` plus EC2's own codes (`classify`). Launching walks the
+ordered (instance type, subnet) options and backs off an option that ran out
+of capacity for `capacity_backoff` seconds; the back-off book lives in the
+state file so a timer-driven `once` remembers it. Throttling is retried by
+botocore's standard retry mode (`retry.max_attempts` attempts) before it
+reaches us.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -17,8 +20,10 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from mint_burst.config import BurstConfig
-from mint_burst.model import Instance
+from mint_burst.model import Host, Instance
 from mint_burst.provider import CLUSTER_TAG, LIVE_STATES, NODE_TAG, LaunchRequest
+from mint_common.aws import aws_client, translate_aws_error
+from mint_common.checks import PASS, CheckResult
 from mint_common.errors import (
     AuthError,
     ConfigError,
@@ -28,6 +33,8 @@ from mint_common.errors import (
 )
 
 log = logging.getLogger(__name__)
+REGION_HINT = "set ec2.region (for example ap-northeast-1) or AWS_DEFAULT_REGION"
+POLICY_HINT = "check the IAM policy of the head node's credentials"
 
 CAPACITY_CODES = frozenset(
     {
@@ -41,18 +48,8 @@ CAPACITY_CODES = frozenset(
         "Unsupported",
     }
 )
-AUTH_CODES = frozenset(
-    {
-        "AuthFailure",
-        "UnauthorizedOperation",
-        "Blocked",
-        "OptInRequired",
-        "InvalidClientTokenId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "RequestExpired",
-    }
-)
+# Codes the shared translation would not call an authentication failure.
+EC2_AUTH_CODES = frozenset({"RequestExpired"})
 CONFIG_PREFIXES = (
     "InvalidAMIID",
     "InvalidSubnetID",
@@ -63,53 +60,33 @@ CONFIG_PREFIXES = (
     "InvalidInstanceType",
     "MissingParameter",
 )
+GONE_CODE = "InvalidInstanceID.NotFound"
 
 
 class CapacityError(UnavailableError):
     """This (instance type, subnet) option has no capacity or hit a limit just now."""
 
 
-def translate(exc: Exception, what: str) -> MintError:
-    """Map a botocore exception to our error types (the one place that knows botocore)."""
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "Unknown"))
-        message = f"{what}: {code}: {error.get('Message', '')}".rstrip(": ")
-        if code in CAPACITY_CODES:
-            return CapacityError(message)
-        if code in AUTH_CODES:
-            return AuthError(message, hint="check the IAM policy of the head node's credentials")
-        if code.startswith(CONFIG_PREFIXES):
-            return ConfigError(message)
-        return UnavailableError(message)
-    if isinstance(exc, NoCredentialsError):
-        return AuthError(f"{what}: no AWS credentials found")
-    if isinstance(exc, BotoCoreError):
-        return UnavailableError(f"{what}: {exc}")
-    raise exc
+def classify(what: str, code: str, status: int, detail: str) -> Optional[MintError]:
+    """EC2's own codes: capacity (back off this option), a bad launch setting (78)."""
+    if code in CAPACITY_CODES:
+        return CapacityError(f"{what}: {detail}")
+    if code in EC2_AUTH_CODES:
+        return AuthError(f"{what}: {detail}", hint=POLICY_HINT)
+    if code.startswith(CONFIG_PREFIXES):
+        return ConfigError(f"{what}: {detail}")
+    return None
 
 
-def make_client(config: BurstConfig) -> Any:
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import NoRegionError
-
-    retries = {"mode": "standard", "total_max_attempts": config.ec2.max_attempts}
-    try:
-        return boto3.client(
-            "ec2",
-            region_name=config.ec2.region,
-            endpoint_url=config.ec2.endpoint_url,
-            config=Config(retries=retries, connect_timeout=10, read_timeout=60),
-        )
-    except NoRegionError:
-        raise ConfigError(
-            "provider ec2 needs a region: key 'ec2.region' is not set and the AWS"
-            " configuration names none",
-            hint="set ec2.region (for example ap-northeast-1) or AWS_DEFAULT_REGION",
-        ) from None
+def _translated(exc: Exception, what: str) -> MintError:
+    """A botocore exception as the mint error `what` failed with (the shared rules + EC2's)."""
+    return translate_aws_error(
+        exc,
+        what,
+        classify=functools.partial(classify, what),
+        region_hint=REGION_HINT,
+        policy_hint=POLICY_HINT,
+    )
 
 
 class Ec2Provider:
@@ -126,7 +103,15 @@ class Ec2Provider:
         self.config = config
         self.settings = config.ec2
         self.backoffs: dict[str, float] = backoffs if backoffs is not None else {}
-        self.client = client if client is not None else make_client(config)
+        if client is None:
+            client = aws_client(
+                "ec2",
+                region=config.ec2.region,
+                max_attempts=config.aws_max_attempts,
+                endpoint_url=config.ec2.endpoint_url,
+                region_key="ec2.region",
+            )
+        self.client = client
         self.clock = clock
         self._subnet_cidrs: Optional[dict[str, str]] = None
 
@@ -136,7 +121,7 @@ class Ec2Provider:
         try:
             return getattr(self.client, method)(**kwargs)
         except (BotoCoreError, ClientError) as exc:
-            raise translate(exc, what) from None
+            raise _translated(exc, what) from None
 
     def options(self, ip: str) -> list[tuple[Optional[str], str]]:
         """The ordered (instance type, subnet) choices whose subnet holds this IP."""
@@ -254,8 +239,8 @@ class Ec2Provider:
             return
         try:
             self._call("terminate", "terminate_instances", InstanceIds=list(instance_ids))
-        except UnavailableError as exc:
-            if "InvalidInstanceID.NotFound" not in str(exc):
+        except MintError as exc:
+            if GONE_CODE not in exc.message:
                 raise
 
     def check(self) -> list[tuple[str, str]]:
@@ -280,6 +265,11 @@ class Ec2Provider:
         )
         return results
 
+    def check_hosts(self, name: str, hosts: Sequence[Host]) -> CheckResult:
+        for host in hosts:
+            self.options(host.ip)
+        return CheckResult(name, PASS, f"all {len(hosts)} host IPs lie in ec2.subnets")
+
     def _dry_run(self, method: str, **kwargs: Any) -> str:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -288,9 +278,9 @@ class Ec2Provider:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "DryRunOperation":
                 return f"{method} allowed (DryRun)"
-            raise translate(exc, f"{method} (DryRun)") from None
+            raise _translated(exc, f"{method} (DryRun)") from None
         except BotoCoreError as exc:
-            raise translate(exc, f"{method} (DryRun)") from None
+            raise _translated(exc, f"{method} (DryRun)") from None
         return f"{method} answered without DryRunOperation"
 
 

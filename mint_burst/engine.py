@@ -20,6 +20,9 @@ from typing import Callable, Optional
 from mint_burst.model import (
     BOOTING,
     DRAINING,
+    JOIN,
+    LAUNCH,
+    REMOVE,
     REQUESTED,
     TERMINATING,
     Action,
@@ -34,6 +37,7 @@ from mint_burst.provider import LaunchRequest, Provider
 from mint_burst.scheduler import Scheduler, UnknownNode
 from mint_burst.state import StateStore
 from mint_common.errors import AuthError, ConfigError, MintError, TryAgainLater
+from mint_common.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 RETERMINATE_AFTER = 60.0
@@ -112,7 +116,7 @@ class Engine:
             return report
         self._save(table)
         self._execute(table, report.actions, now, report)
-        table.heartbeat = self.clock()
+        table.heartbeat = Heartbeat.beat(self.clock)
         table.last_error = "; ".join(report.errors)
         self._save(table)
         return report
@@ -122,7 +126,7 @@ class Engine:
         if self.dry_run:
             return
         table = self.store.load()
-        table.heartbeat = self.clock()
+        table.heartbeat = Heartbeat.beat(self.clock)
         table.last_error = message
         self._save(table)
 
@@ -150,60 +154,78 @@ class Engine:
     def _sync(
         self, table: NodeTable, instances: Sequence[Instance], now: float, report: StepReport
     ) -> None:
-        """Match tagged instances to records: adopt ours, drop vanished ones, find orphans."""
+        """Match tagged instances to records: adopt ours, free vanished names, find orphans."""
         owned: set[str] = set()
         for record in list(table.records.values()):
             instance = self._match(record, instances, owned)
             if instance is not None:
                 owned.add(instance.instance_id)
-                if record.instance_id is None:
-                    log.info("adopted %s for node %s", instance.instance_id, record.name)
-                    record.instance_id = instance.instance_id
-                    record.launch_error = ""
-                if record.phase == REQUESTED:
-                    record.enter(BOOTING, now)
-                if (
-                    record.phase == TERMINATING
-                    and now - record.phase_since >= RETERMINATE_AFTER
-                    and not self.dry_run
-                ):
-                    self._terminate_quietly([instance.instance_id], report)
-            elif (
-                record.launch_error
-                and record.instance_id is None
-                and now - record.launched_at > self.launch_grace
-            ):
-                # A failed launch may still have created an instance that a listing does not
-                # show yet (EC2 describe is eventually consistent): only after the grace do
-                # listings without the node's tag or the launch's token prove there is none.
-                log.warning(
-                    "node %s: its failed launch (%s) created no instance; freeing the name",
-                    record.name,
-                    record.launch_error,
-                )
-                del table.records[record.name]
-            elif record.phase == TERMINATING or now - record.launched_at > self.launch_grace:
-                # Within the grace a fresh instance may not be listed yet (EC2 describe is
-                # eventually consistent), or the launch call is still to come after a crash.
-                gone = "terminated" if record.phase == TERMINATING else "gone without us"
-                log.log(
-                    logging.INFO if record.phase == TERMINATING else logging.WARNING,
-                    "node %s: instance %s is %s; freeing the name",
-                    record.name,
-                    record.instance_id or "(never created)",
-                    gone,
-                )
-                del table.records[record.name]
-        live_orphans = [i for i in instances if i.instance_id not in owned]
-        if live_orphans and self.reap_orphans and not self.dry_run:
-            live_orphans = self._reap(live_orphans, report)
-        if live_orphans:
+                self._adopt_instance(record, instance, now, report)
+            else:
+                self._free_vanished(table, record, now)
+        self._handle_orphans(table, [i for i in instances if i.instance_id not in owned], report)
+
+    def _adopt_instance(
+        self, record: NodeRecord, instance: Instance, now: float, report: StepReport
+    ) -> None:
+        """The record's instance is listed: take its id, note it booted, retry a terminate."""
+        if record.instance_id is None:
+            log.info("adopted %s for node %s", instance.instance_id, record.name)
+            record.instance_id = instance.instance_id
+            record.launch_error = ""
+        if record.phase == REQUESTED:
+            record.enter(BOOTING, now)
+        if (
+            record.phase == TERMINATING
+            and now - record.phase_since >= RETERMINATE_AFTER
+            and not self.dry_run
+        ):
+            self._terminate_quietly([instance.instance_id], report)
+
+    def _past_grace(self, record: NodeRecord, now: float) -> bool:
+        """Whether a listing without the record's instance proves it has none.
+
+        Within the grace a fresh instance may not be listed yet (EC2 describe is
+        eventually consistent), or the launch call is still to come after a crash;
+        a failed launch may also have created one that is not listed yet.
+        """
+        return now - record.launched_at > self.launch_grace
+
+    def _free_vanished(self, table: NodeTable, record: NodeRecord, now: float) -> None:
+        """Free the name of a record no listing matched, once its instance is surely gone."""
+        past_grace = self._past_grace(record, now)
+        if record.launch_error and record.instance_id is None and past_grace:
+            log.warning(
+                "node %s: its failed launch (%s) created no instance; freeing the name",
+                record.name,
+                record.launch_error,
+            )
+        elif record.phase == TERMINATING or past_grace:
+            terminated = record.phase == TERMINATING
+            log.log(
+                logging.INFO if terminated else logging.WARNING,
+                "node %s: instance %s is %s; freeing the name",
+                record.name,
+                record.instance_id or "(never created)",
+                "terminated" if terminated else "gone without us",
+            )
+        else:
+            return
+        del table.records[record.name]
+
+    def _handle_orphans(
+        self, table: NodeTable, orphans: list[Instance], report: StepReport
+    ) -> None:
+        """Tagged instances no record owns: reaped if asked (and safe), else kept and named."""
+        if orphans and self.reap_orphans and not self.dry_run:
+            orphans = self._reap(orphans, report)
+        if orphans:
             log.warning(
                 "tagged instance(s) without a record (kept; --reap-orphans terminates them): %s",
-                ", ".join(f"{i.instance_id} ({i.node or '?'})" for i in live_orphans),
+                ", ".join(f"{i.instance_id} ({i.node or '?'})" for i in orphans),
             )
-        table.orphans = live_orphans
-        report.orphans = live_orphans
+        table.orphans = orphans
+        report.orphans = orphans
 
     def _reap(self, orphans: list[Instance], report: StepReport) -> list[Instance]:
         """Terminate the orphans the scheduler confirms idle or absent; return the others."""
@@ -271,12 +293,12 @@ class Engine:
     def _execute(
         self, table: NodeTable, actions: Sequence[Action], now: float, report: StepReport
     ) -> None:
-        launches = [a for a in actions if a.kind == "launch"]
+        launches = [a for a in actions if a.kind == LAUNCH]
         if launches:
             self._launch_all(table, launches, now, report)
         for action in actions:
             record = table.records.get(action.node)
-            if record is None or action.kind == "launch":
+            if record is None or action.kind == LAUNCH:
                 continue
             try:
                 self._carry_out(table, record, action, report)
@@ -297,7 +319,7 @@ class Engine:
     def _carry_out(
         self, table: NodeTable, record: NodeRecord, action: Action, report: StepReport
     ) -> None:
-        if action.kind != "join":
+        if action.kind != JOIN:
             self._retire(table, record, action, report)
             return
         try:
@@ -359,7 +381,7 @@ class Engine:
         self, table: NodeTable, record: NodeRecord, action: Action, report: StepReport
     ) -> None:
         """Take a node out of the cluster and terminate it, but never under a running job."""
-        must_leave = action.kind == "remove"
+        must_leave = action.kind == REMOVE
         try:
             left = self.scheduler.leave_cluster(record.name)
         except UnknownNode as exc:
@@ -428,6 +450,6 @@ class Engine:
                 waiting.append(record.name)
         for error in report.errors:
             log.error("%s", error)
-        table.heartbeat = self.clock()
+        table.heartbeat = Heartbeat.beat(self.clock)
         self._save(table)
         return waiting

@@ -10,9 +10,10 @@ import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Final, Literal, Optional
 
 from mint_common.errors import InputError
+from mint_common.heartbeat import Heartbeat
 
 REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING = (
     "requested",
@@ -22,7 +23,17 @@ REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING = (
     "terminating",
 )
 PHASES = (REQUESTED, BOOTING, JOINED, DRAINING, TERMINATING)
-Phase = Literal["requested", "booting", "joined", "draining", "terminating"]
+
+# A job's state as the policy sees it (Job.state).
+JOB_PENDING: Final = "pending"
+JOB_RUNNING: Final = "running"
+
+# What the policy can ask the engine to do with a node (Action.kind).
+LAUNCH: Final = "launch"
+JOIN: Final = "join"
+REMOVE: Final = "remove"
+TERMINATE: Final = "terminate"
+ActionKind = Literal["launch", "join", "remove", "terminate"]
 
 # Pending reasons that more nodes cannot cure (Slurm reason codes, Torque job states).
 # `BeginTime` and `ReqNodeNotAvail` are not here: the policy weighs them (mint_burst.policy).
@@ -126,11 +137,11 @@ class QueueStatus:
 
     @property
     def pending(self) -> tuple[Job, ...]:
-        return tuple(j for j in self.jobs if j.state == "pending")
+        return tuple(j for j in self.jobs if j.state == JOB_PENDING)
 
     @property
     def running(self) -> tuple[Job, ...]:
-        return tuple(j for j in self.jobs if j.state == "running")
+        return tuple(j for j in self.jobs if j.state == JOB_RUNNING)
 
     def busy_nodes(self) -> frozenset[str]:
         """Nodes running a job, by the job list or by the node's own state."""
@@ -205,7 +216,7 @@ class NodeTable:
     orphans: list[Instance] = field(default_factory=list)
     node_seconds_by_day: dict[str, float] = field(default_factory=dict)
     accounted_until: Optional[float] = None
-    heartbeat: Optional[float] = None
+    heartbeat: Optional[Heartbeat] = None
     backoffs: dict[str, float] = field(default_factory=dict)
     last_error: str = ""
     # Jobs no node we can add will ever serve, already logged (job id -> why).
@@ -236,7 +247,7 @@ class NodeTable:
     def to_json(self) -> dict[str, Any]:
         return {
             "version": 1,
-            "heartbeat": self.heartbeat,
+            "heartbeat": None if self.heartbeat is None else self.heartbeat.to_json(),
             "accounted_until": self.accounted_until,
             "node_seconds_by_day": self.node_seconds_by_day,
             "backoffs": self.backoffs,
@@ -259,7 +270,8 @@ class NodeTable:
                     str(k): float(v) for k, v in data.get("node_seconds_by_day", {}).items()
                 },
                 accounted_until=data.get("accounted_until"),
-                heartbeat=data.get("heartbeat"),
+                # Releases before the shared heartbeat stored epoch seconds.
+                heartbeat=Heartbeat.from_json(data.get("heartbeat")),
                 backoffs={str(k): float(v) for k, v in data.get("backoffs", {}).items()},
                 last_error=str(data.get("last_error", "")),
                 unservable={str(k): str(v) for k, v in data.get("unservable", {}).items()},
@@ -272,7 +284,7 @@ class NodeTable:
 class Action:
     """One thing the policy wants done; the engine does it (or prints it on --dry-run)."""
 
-    kind: Literal["launch", "join", "remove", "terminate"]
+    kind: ActionKind
     node: str
     reason: str
     ip: str = ""

@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from mint_burst.model import Job, NodeState, QueueStatus
+from mint_burst.model import JOB_PENDING, JOB_RUNNING, Job, NodeState, QueueStatus
 from mint_burst.scheduler import (
     MAX_JSON_VALUES,
     CommandRunner,
@@ -72,9 +72,9 @@ def _job(
     except ValueError:
         raise InputError(f"qstat: job {job_id}: bad node count in {dict(resources)!r}") from None
     if state in PENDING:
-        return Job(job_id, "pending", count, reason=PENDING[state])
+        return Job(job_id, JOB_PENDING, count, reason=PENDING[state])
     if state in RUNNING:
-        return Job(job_id, "running", count, exec_hosts(hosts))
+        return Job(job_id, JOB_RUNNING, count, exec_hosts(hosts))
     if state == "C" or state == "F" or state == "X":
         return None
     raise InputError(f"qstat: job {job_id}: unknown job state {state!r}")
@@ -251,7 +251,7 @@ class PbsScheduler:
 
     def _qstat(self, argv: list[str]) -> str:
         result = self.runner.call(argv)
-        if result.returncode != 0 and UNKNOWN_QUEUE in result.stdout + result.stderr:
+        if result.failed and UNKNOWN_QUEUE in result.stdout + result.stderr:
             raise ConfigError(
                 f"queue {self.queue!r}: {self.flavor} has no such queue ({message(result)})"
             )

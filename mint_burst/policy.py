@@ -39,9 +39,13 @@ from mint_burst.model import (
     BLOCKED_REASONS,
     BOOTING,
     DRAINING,
+    JOIN,
     JOINABLE_STATES,
     JOINED,
+    LAUNCH,
+    REMOVE,
     REQUESTED,
+    TERMINATE,
     Action,
     Host,
     Job,
@@ -175,7 +179,7 @@ def decide(
         action = _observe(record, status, busy, now, settings)
         if action is not None:
             actions.append(action)
-            if action.kind in ("remove", "terminate"):
+            if action.kind in (REMOVE, TERMINATE):
                 retiring.add(record.name)
     wanted = demand(status, settings, now)
     need = wanted.nodes
@@ -202,35 +206,62 @@ def _observe(
     node_state = status.nodes.get(record.name)
     has_job = record.name in busy
     if record.phase in (REQUESTED, BOOTING):
-        powering = node_state is not None and node_state.transitional
-        if (has_job and not powering) or (node_state is not None and node_state.ready):
-            record.enter(JOINED, now)
-            record.joined_at = now
-        elif now - record.launched_at > settings.boot_timeout:
-            return Action(
-                "terminate",
-                record.name,
-                f"not joined within boot_timeout ({settings.boot_timeout:g} s)",
-            )
-        elif record.phase == BOOTING and node_state is not None and _joinable(node_state, record):
-            return Action("join", record.name, f"booted; scheduler shows it {node_state.state}")
+        action = _observe_starting(record, node_state, has_job, now, settings)
+        if action is not None:
+            return action
     if record.phase == JOINED:
-        record.idle_since = None if has_job else (record.idle_since or now)
-        silent = node_state is not None and "*" in node_state.flags
-        record.silent_since = (record.silent_since or now) if silent else None
-        if (
-            silent
-            and not has_job
-            and record.silent_since is not None
-            and now - record.silent_since >= settings.boot_timeout
-        ):
-            return Action(
-                "terminate",
-                record.name,
-                f"not responding to the scheduler for {now - record.silent_since:.0f} s",
-            )
+        return _observe_joined(record, node_state, has_job, now, settings)
     if record.phase == DRAINING and not has_job:
-        return Action("terminate", record.name, "drained and its last job has ended")
+        return Action(TERMINATE, record.name, "drained and its last job has ended")
+    return None
+
+
+def _observe_starting(
+    record: NodeRecord,
+    node_state: Optional[NodeState],
+    has_job: bool,
+    now: float,
+    settings: PolicySettings,
+) -> Optional[Action]:
+    """A node coming up: joined once it runs a job or is ready; terminated past boot_timeout."""
+    powering = node_state is not None and node_state.transitional
+    if (has_job and not powering) or (node_state is not None and node_state.ready):
+        record.enter(JOINED, now)
+        record.joined_at = now
+        return None
+    if now - record.launched_at > settings.boot_timeout:
+        return Action(
+            TERMINATE,
+            record.name,
+            f"not joined within boot_timeout ({settings.boot_timeout:g} s)",
+        )
+    if record.phase == BOOTING and node_state is not None and _joinable(node_state, record):
+        return Action(JOIN, record.name, f"booted; scheduler shows it {node_state.state}")
+    return None
+
+
+def _observe_joined(
+    record: NodeRecord,
+    node_state: Optional[NodeState],
+    has_job: bool,
+    now: float,
+    settings: PolicySettings,
+) -> Optional[Action]:
+    """A node in service: track idle and silent time; terminate one silent past boot_timeout."""
+    record.idle_since = None if has_job else (record.idle_since or now)
+    silent = node_state is not None and "*" in node_state.flags
+    record.silent_since = (record.silent_since or now) if silent else None
+    if (
+        silent
+        and not has_job
+        and record.silent_since is not None
+        and now - record.silent_since >= settings.boot_timeout
+    ):
+        return Action(
+            TERMINATE,
+            record.name,
+            f"not responding to the scheduler for {now - record.silent_since:.0f} s",
+        )
     return None
 
 
@@ -287,7 +318,7 @@ def _launches(
             f" (cap {settings.node_cap}, {len(free)} free name(s) in hosts.json)"
         )
     reason = f"{shortfall} node(s) short for pending jobs"
-    return [Action("launch", h.name, reason, ip=h.ip) for h in free[:count]], note
+    return [Action(LAUNCH, h.name, reason, ip=h.ip) for h in free[:count]], note
 
 
 def _idle_removals(
@@ -309,4 +340,4 @@ def _idle_removals(
         ),
         key=lambda r: (r.idle_since, r.name),
     )
-    return [Action("remove", r.name, f"idle for {now - (r.idle_since or now):.0f} s") for r in idle]
+    return [Action(REMOVE, r.name, f"idle for {now - (r.idle_since or now):.0f} s") for r in idle]

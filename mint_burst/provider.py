@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Protocol
 
-from mint_burst.model import Instance
+from mint_burst.model import Host, Instance
+from mint_common.checks import CheckResult
 from mint_common.errors import ConfigError
 
 CLUSTER_TAG = "mint-burst:cluster"
@@ -51,6 +52,9 @@ class Provider(Protocol):
 
     def check(self) -> list[tuple[str, str]]:
         """Permission and reachability checks as (name, detail); raise on a failure."""
+
+    def check_hosts(self, name: str, hosts: Sequence[Host]) -> CheckResult:
+        """The `check` row `name`: whether the provider can place every host of the list."""
 
 
 def render_user_data(template_file: Optional[Path], values: Mapping[str, Optional[str]]) -> str:

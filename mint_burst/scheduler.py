@@ -14,9 +14,9 @@ from typing import Callable, Optional, Protocol
 
 from mint_burst.model import QueueStatus
 from mint_common.errors import ConfigError, InputError, UnavailableError
-from mint_common.proc import run_command
+from mint_common.proc import CommandResult, run_command
 
-Runner = Callable[..., "CompletedLike"]
+Runner = Callable[..., CommandResult]
 # The most a scheduler command or provider script may print on stdout: far above a real
 # queue (100,000 squeue lines are about 10 MB), far below what would hurt the head node.
 MAX_OUTPUT_BYTES = 16 * 1024 * 1024
@@ -33,12 +33,6 @@ LAST_LINE_SCAN = 64 * 1024
 
 class UnknownNode(ConfigError):
     """The scheduler has no node of that name: it was never in its configuration."""
-
-
-class CompletedLike(Protocol):
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 class Scheduler(Protocol):
@@ -86,16 +80,16 @@ class CommandRunner:
     def run(self, argv: Sequence[str], *, admin: bool = False) -> str:
         return self.checked(argv, self.call(argv, admin=admin))
 
-    def call(self, argv: Sequence[str], *, admin: bool = False) -> CompletedLike:
+    def call(self, argv: Sequence[str], *, admin: bool = False) -> CommandResult:
         """Run and return the result whatever its exit status (the caller reads refusals)."""
         full = [*self.admin_prefix, *argv] if admin else list(argv)
         return self._runner(full, timeout=self.timeout)
 
     @staticmethod
-    def checked(argv: Sequence[str], result: CompletedLike) -> str:
-        if result.returncode != 0:
+    def checked(argv: Sequence[str], result: CommandResult) -> str:
+        if result.failed:
             raise UnavailableError(
-                f"{' '.join(argv[:3])} exited with status {result.returncode}: {message(result)}"
+                f"{' '.join(argv[:3])} exited with status {result.return_code}: {message(result)}"
             )
         return result.stdout
 
@@ -112,13 +106,13 @@ def command_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _run_plain(argv: Sequence[str], *, timeout: float, max_output: int) -> CompletedLike:
+def _run_plain(argv: Sequence[str], *, timeout: float, max_output: int) -> CommandResult:
     return run_command(
         argv, timeout=timeout, max_output=max_output, env=command_environment(os.environ)
     )
 
 
-def message(result: CompletedLike) -> str:
+def message(result: CommandResult) -> str:
     return last_line(result.stderr) or last_line(result.stdout) or "no message"
 
 

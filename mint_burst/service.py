@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from mint_burst.config import TOOL, BurstConfig, default_state_file, old_default_state_dir
 from mint_burst.engine import Engine, StepReport
@@ -18,11 +18,12 @@ from mint_burst.policy import Demand, demand
 from mint_burst.provider import Provider, render_user_data
 from mint_burst.scheduler import CommandRunner, QueueScheduler
 from mint_burst.state import FileStore
-from mint_common.checks import SKIP, WARN, CheckResult, CheckRunner
+from mint_common.checks import WARN, CheckOutcome, CheckResult, CheckRunner
 from mint_common.config import load_config, log_effective_config, migrate_state_dir
 from mint_common.errors import ConfigError, MintError, UnavailableError
 from mint_common.extras import require_extra
 from mint_common.files import SingleInstanceLock
+from mint_common.heartbeat import heartbeat_check, stale_after
 from mint_common.signals import GracefulStop
 from mint_common.timeutil import iso_from_epoch
 
@@ -266,14 +267,16 @@ class StatusView:
 
     @property
     def heartbeat_age(self) -> Optional[float]:
-        return None if self.table.heartbeat is None else self.now - self.table.heartbeat
+        beat = self.table.heartbeat
+        return None if beat is None else beat.age(self.now)
 
     @property
     def stale(self) -> bool:
-        age = self.heartbeat_age
-        return age is None or age > self.stale_after
+        beat = self.table.heartbeat
+        return beat is None or beat.stale(self.stale_after, self.now)
 
     def to_json(self) -> dict[str, Any]:
+        beat = self.table.heartbeat
         queue: dict[str, Any]
         if self.queue is not None and self.demand is not None:
             queue = {
@@ -290,8 +293,9 @@ class StatusView:
             queue = {"not_read": True}
         return {
             "queue": queue,
-            "heartbeat_at": iso_from_epoch(self.table.heartbeat),
-            "heartbeat": self.table.heartbeat,
+            "heartbeat_at": None if beat is None else beat.to_json()["at"],
+            # Epoch seconds, as before the ISO time was added beside it.
+            "heartbeat": None if beat is None else beat.epoch,
             "heartbeat_age_s": self.heartbeat_age,
             "stale": self.stale,
             "last_error": self.table.last_error,
@@ -338,7 +342,7 @@ def status(config: BurstConfig, *, read_scheduler: bool) -> StatusView:
     view = StatusView(
         table=table,
         now=time.time(),
-        stale_after=3 * config.poll_interval,
+        stale_after=stale_after(config.poll_interval),
         hosts=len(hosts),
         node_cap=settings.node_cap,
     )
@@ -354,118 +358,115 @@ def status(config: BurstConfig, *, read_scheduler: bool) -> StatusView:
     return view
 
 
-class BurstChecks(CheckRunner):
-    """The checks, remembering a configuration mistake (`check` then exits 78)."""
+class BurstChecks:
+    """The rows of `check`, in order; later rows use what earlier ones loaded.
 
-    def __init__(self) -> None:
-        super().__init__()
+    A configuration mistake found by the queue or provider row is remembered
+    (`config_error`): `check` shows the table, then exits 78.
+    """
+
+    def __init__(self, config_file: Any) -> None:
+        self._config_file = config_file
+        self.runner = CheckRunner()
         self.config_error: Optional[ConfigError] = None
+        self.config: Optional[BurstConfig] = None
+        self.hosts: tuple[Host, ...] = ()
+        self.scheduler: Optional[QueueScheduler] = None
+        self.provider: Optional[Provider] = None
 
-    def config_errors(self, check: Callable[[], Any]) -> Callable[[], Any]:
-        """`check`, noting the first ConfigError it raises (the row still shows FAIL)."""
+    def run(self) -> CheckRunner:
+        run = self.runner.run
+        run("config", self.check_config)
+        run("host list", self.check_hosts, requires="config")
+        run("scheduler commands", self.check_scheduler, requires="config")
+        run("scheduler queue", self.check_queue, requires="scheduler commands")
+        run("provider", self.check_provider, requires="config")
+        run("ec2 host addresses", self.check_addresses, requires="provider")
+        run("state file", self.check_state, requires="config")
+        return self.runner
 
-        def noted() -> Any:
-            try:
-                return check()
-            except ConfigError as exc:
-                self.config_error = self.config_error or exc
-                raise
+    def _noting(self, error: ConfigError) -> ConfigError:
+        self.config_error = self.config_error or error
+        return error
 
-        return noted
+    def check_config(self) -> CheckOutcome:
+        self.config = config = load(self._config_file)
+        return f"{config.scheduler} queue {config.queue!r}, provider {config.provider}"
+
+    def check_hosts(self) -> CheckOutcome:
+        assert self.config is not None
+        config = self.config
+        self.hosts = load_hosts(config.hosts_file)
+        detail = f"{len(self.hosts)} host(s) in {config.hosts_file}"
+        if config.max_nodes is not None and config.max_nodes > len(self.hosts):
+            return CheckResult(
+                "host list",
+                WARN,
+                f"{detail}; max_nodes {config.max_nodes} is more than the host list",
+            )
+        return detail
+
+    def check_scheduler(self) -> CheckOutcome:
+        assert self.config is not None
+        self.scheduler = build_scheduler(self.config)
+        return self.scheduler.check_version()
+
+    def check_queue(self) -> CheckOutcome:
+        assert self.config is not None and self.scheduler is not None
+        try:
+            require_known_hosts(self.config, self.hosts, self.scheduler.check_queue())
+        except ConfigError as exc:
+            raise self._noting(exc) from None
+        queue = self.scheduler.get_status()
+        detail = (
+            f"queue {queue.queue!r}: {len(queue.pending)} pending, {len(queue.running)} running,"
+            f" {len(queue.nodes)} node(s)"
+        )
+        settings = self.config.policy_settings(self.hosts)
+        never = demand(queue, settings, time.time()).unservable
+        if never:
+            listed = "; ".join(f"job {j}: {w}" for j, w in list(never.items())[:10])
+            return CheckResult(
+                "scheduler queue",
+                WARN,
+                f"{detail}; {len(never)} job(s) no burst node will ever serve: {listed}",
+            )
+        return detail
+
+    def check_provider(self) -> CheckOutcome:
+        assert self.config is not None
+        try:
+            self.provider = build_provider(self.config)
+            return "; ".join(detail for _name, detail in self.provider.check())
+        except ConfigError as exc:
+            raise self._noting(exc) from None
+
+    def check_addresses(self) -> CheckOutcome:
+        assert self.provider is not None
+        return self.provider.check_hosts("ec2 host addresses", self.hosts)
+
+    def check_state(self) -> CheckOutcome:
+        assert self.config is not None
+        config = self.config
+        table = FileStore(config.state_file).load()
+        where = f"{config.state_file}: {len(table.records)} node(s)"
+        row = heartbeat_check(
+            "state file", table.heartbeat, interval=config.poll_interval, where=where
+        )
+        if table.orphans:
+            return CheckResult(
+                row.name,
+                WARN,
+                f"{row.detail}; {len(table.orphans)} tagged instance(s) without a record",
+                row.data,
+            )
+        return row
 
 
 def run_checks(config_file: Any) -> BurstChecks:
-    runner = BurstChecks()
-    holder: dict[str, Any] = {}
-
-    def check_config() -> str:
-        holder["config"] = config = load(config_file)
-        return f"{config.scheduler} queue {config.queue!r}, provider {config.provider}"
-
-    runner.run("config", check_config)
-    config: Optional[BurstConfig] = holder.get("config")
-
-    def check_hosts() -> Any:
-        assert config is not None
-        hosts = load_hosts(config.hosts_file)
-        holder["hosts"] = hosts
-        detail = f"{len(hosts)} host(s) in {config.hosts_file}"
-        if config.max_nodes is not None and config.max_nodes > len(hosts):
-            return (WARN, f"{detail}; max_nodes {config.max_nodes} is more than the host list")
-        return detail
-
-    runner.run("host list", check_hosts, requires="config")
-    scheduler = build_scheduler(config) if config is not None else None
-    runner.run("scheduler commands", lambda: _version(scheduler), requires="config")
-
-    def check_queue() -> Any:
-        assert config is not None and scheduler is not None
-        return _queue_detail(scheduler, config, holder.get("hosts", ()))
-
-    runner.run("scheduler queue", runner.config_errors(check_queue), requires="scheduler commands")
-    runner.run(
-        "provider",
-        runner.config_errors(lambda: _provider_detail(config, holder)),
-        requires="config",
-    )
-    runner.run("ec2 host addresses", lambda: _address_detail(holder, config), requires="provider")
-    runner.run("state file", lambda: _state_detail(config), requires="config")
-    return runner
-
-
-def _version(scheduler: Optional[QueueScheduler]) -> str:
-    assert scheduler is not None
-    return scheduler.check_version()
-
-
-def _queue_detail(scheduler: QueueScheduler, config: BurstConfig, hosts: tuple[Host, ...]) -> Any:
-    require_known_hosts(config, hosts, scheduler.check_queue())
-    settings = config.policy_settings(hosts)
-    queue = scheduler.get_status()
-    detail = (
-        f"queue {queue.queue!r}: {len(queue.pending)} pending, {len(queue.running)} running,"
-        f" {len(queue.nodes)} node(s)"
-    )
-    never = demand(queue, settings, time.time()).unservable
-    if never:
-        listed = "; ".join(f"job {j}: {w}" for j, w in list(never.items())[:10])
-        return (WARN, f"{detail}; {len(never)} job(s) no burst node will ever serve: {listed}")
-    return detail
-
-
-def _provider_detail(config: Optional[BurstConfig], holder: dict[str, Any]) -> str:
-    assert config is not None
-    holder["provider"] = provider = build_provider(config)
-    return "; ".join(detail for _name, detail in provider.check())
-
-
-def _address_detail(holder: dict[str, Any], config: Optional[BurstConfig]) -> Any:
-    from mint_burst.ec2 import Ec2Provider
-
-    provider = holder.get("provider")
-    hosts: tuple[Host, ...] = holder.get("hosts", ())
-    if not isinstance(provider, Ec2Provider):
-        assert config is not None
-        return CheckResult(
-            "ec2 host addresses", SKIP, f"provider {config.provider}: its scripts place the nodes"
-        )
-    for host in hosts:
-        provider.options(host.ip)
-    return f"all {len(hosts)} host IPs lie in ec2.subnets"
-
-
-def _state_detail(config: Optional[BurstConfig]) -> Any:
-    assert config is not None
-    table = FileStore(config.state_file).load()
-    if table.heartbeat is None:
-        return (WARN, f"{config.state_file}: no heartbeat yet (never ran)")
-    age = time.time() - table.heartbeat
-    detail = f"{config.state_file}: {len(table.records)} node(s), heartbeat {age:.0f} s ago"
-    if table.orphans:
-        return (WARN, f"{detail}; {len(table.orphans)} tagged instance(s) without a record")
-    if age > 3 * config.poll_interval:
-        return (WARN, f"{detail}: stale (more than 3 poll intervals)")
-    return detail
+    checks = BurstChecks(config_file)
+    checks.run()
+    return checks
 
 
 def require_readable(report: StepReport) -> None:

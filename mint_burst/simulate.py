@@ -18,14 +18,17 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from pathlib import Path
+from typing import Any, Literal, Optional
 
 from mint_burst.engine import Engine
-from mint_burst.model import Host, Instance, Job, NodeState, QueueStatus
+from mint_burst.model import JOB_PENDING, JOB_RUNNING, Host, Instance, Job, NodeState, QueueStatus
 from mint_burst.policy import PolicySettings
 from mint_burst.provider import LaunchRequest
 from mint_burst.state import MemoryStore
-from mint_common.errors import InputError, UnavailableError
+from mint_common.checks import SKIP, CheckResult
+from mint_common.errors import InputError, NoInputError, UnavailableError
+from mint_common.timeutil import parse_duration
 
 Policy = Literal["ours", "legacy"]
 TICK = 5.0
@@ -46,6 +49,25 @@ def _timestamp(text: str) -> Optional[float]:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc).timestamp()
 
 
+def read_trace(path: Path) -> list[TraceJob]:
+    """The jobs of a trace file (see parse_sacct); 66 if it is missing, 65 if unreadable."""
+    if not path.is_file():
+        raise NoInputError(f"trace file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"trace file {path} is not UTF-8 text: {exc}") from None
+    return parse_sacct(text, str(path))
+
+
+def parse_fail_window(text: str) -> tuple[float, float]:
+    """`T,DURATION` (e.g. `2h,15m`): the scheduler does not answer from T for DURATION."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise ValueError(f"expected T,DURATION, got {text!r}")
+    return parse_duration(parts[0]), parse_duration(parts[1])
+
+
 def parse_sacct(text: str, source: str = "trace") -> list[TraceJob]:
     """`sacct --parsable2 --noheader --format=JobID,Submit,Start,End,NNodes,Partition,State`.
 
@@ -56,28 +78,10 @@ def parse_sacct(text: str, source: str = "trace") -> list[TraceJob]:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("JobID|"):
             continue
-        fields = line.split("|")
-        if len(fields) != 7:
-            raise InputError(
-                f"{source} line {number}: expected 7 '|'-separated fields, got {line!r}"
-            )
-        job_id, submit, start, end, nnodes = fields[:5]
-        if "." in job_id:
+        row = _sacct_row(line, f"{source} line {number}")
+        if row is None:
             continue
-        try:
-            submitted, started, ended = _timestamp(submit), _timestamp(start), _timestamp(end)
-            nodes = int(nnodes)
-        except ValueError as exc:
-            raise InputError(f"{source} line {number}: {exc}") from None
-        if submitted is None:
-            raise InputError(f"{source} line {number}: job {job_id} has no submit time")
-        if started is None or ended is None:
-            continue
-        if ended < started or nodes < 1:
-            raise InputError(
-                f"{source} line {number}: job {job_id} ends before it starts or uses no node"
-            )
-        rows.append((job_id, submitted, ended - started, nodes))
+        rows.append(row)
         if len(rows) > MAX_TRACE_JOBS:
             raise InputError(f"{source}: more than {MAX_TRACE_JOBS} jobs")
     if not rows:
@@ -85,6 +89,28 @@ def parse_sacct(text: str, source: str = "trace") -> list[TraceJob]:
     origin = min(r[1] for r in rows)
     jobs = [TraceJob(j, s - origin, rt, n) for j, s, rt, n in rows]
     return sorted(jobs, key=lambda j: (j.submit, j.job_id))
+
+
+def _sacct_row(line: str, where: str) -> Optional[tuple[str, float, float, int]]:
+    """(job id, submit time, runtime, nodes) of one sacct line; None for a step or an unrun job."""
+    fields = line.split("|")
+    if len(fields) != 7:
+        raise InputError(f"{where}: expected 7 '|'-separated fields, got {line!r}")
+    job_id, submit, start, end, nnodes = fields[:5]
+    if "." in job_id:
+        return None
+    try:
+        submitted, started, ended = _timestamp(submit), _timestamp(start), _timestamp(end)
+        nodes = int(nnodes)
+    except ValueError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    if submitted is None:
+        raise InputError(f"{where}: job {job_id} has no submit time")
+    if started is None or ended is None:
+        return None
+    if ended < started or nodes < 1:
+        raise InputError(f"{where}: job {job_id} ends before it starts or uses no node")
+    return job_id, submitted, ended - started, nodes
 
 
 @dataclass
@@ -254,11 +280,11 @@ class SimScheduler:
                 " Unable to contact slurm controller (connect failure)"
             )
         jobs = [
-            Job(j.trace.job_id, "pending", j.trace.nodes, reason="Resources")
+            Job(j.trace.job_id, JOB_PENDING, j.trace.nodes, reason="Resources")
             for _o, j in self.world.pending
         ]
         jobs.extend(
-            Job(j.trace.job_id, "running", j.trace.nodes, j.nodes)
+            Job(j.trace.job_id, JOB_RUNNING, j.trace.nodes, j.nodes)
             for _e, _o, j in self.world.running
         )
         nodes = {h.name: self.world.node_state(h.name) for h in self.hosts}
@@ -310,6 +336,9 @@ class SimProvider:
 
     def check(self) -> list[tuple[str, str]]:
         return [("simulated provider", "ok")]
+
+    def check_hosts(self, name: str, hosts: Sequence[Host]) -> CheckResult:
+        return CheckResult(name, SKIP, "simulated provider: every host fits")
 
 
 def sim_hosts(count: int) -> tuple[Host, ...]:
@@ -368,6 +397,16 @@ def _run_legacy(
                 for name in list(world.nodes):
                     world.terminate(name)
         world.advance(world.now + poll)
+
+
+def compare(
+    jobs: list[TraceJob],
+    policies: Literal["ours", "legacy", "both"],
+    **settings: Any,
+) -> list[SimResult]:
+    """One replay per policy: `both` runs ours and then the legacy loop on the same trace."""
+    chosen: tuple[Policy, ...] = ("ours", "legacy") if policies == "both" else (policies,)
+    return [simulate(jobs, policy=name, **settings) for name in chosen]
 
 
 def simulate(

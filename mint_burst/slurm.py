@@ -23,7 +23,15 @@ from dataclasses import dataclass, replace
 from typing import Optional
 
 from mint_burst.hostlist import MAX_NAMES_PER_ANSWER, NameBudget, expand_hostlist
-from mint_burst.model import JOINABLE_STATES, Job, NodeState, Partition, QueueStatus
+from mint_burst.model import (
+    JOB_PENDING,
+    JOB_RUNNING,
+    JOINABLE_STATES,
+    Job,
+    NodeState,
+    Partition,
+    QueueStatus,
+)
 from mint_burst.scheduler import MAX_LINES, CommandRunner, UnknownNode, iter_lines, message
 from mint_common.errors import ConfigError, InputError
 
@@ -161,12 +169,12 @@ def _squeue_line(number: int, line: str, budget: NameBudget) -> Optional[_Line]:
         raise InputError(f"squeue output line {number}: bad job id or node count in {line!r}")
     try:
         if state in RUNNING_STATES:
-            job = Job(job_id, "running", int(count), _hosts(nodelist, budget), reason)
+            job = Job(job_id, JOB_RUNNING, int(count), _hosts(nodelist, budget), reason)
             return _Line(job, array_id, (0, 0) if tasks in NO_VALUE else (1, 0))
         held = state in HELD_STATES or priority == "0" or reason.lower().startswith(HELD_REASONS)
         job = Job(
             job_id,
-            "pending",
+            JOB_PENDING,
             int(count),
             reason=reason,
             held=held,
@@ -206,13 +214,13 @@ def parse_squeue(
     ]
     running: dict[str, int] = {}
     for line in lines:
-        if line.job.state == "running":
+        if line.job.state == JOB_RUNNING:
             running[line.array_id] = running.get(line.array_id, 0) + line.tasks[0]
     allowed: dict[str, int] = {}
     jobs: list[Job] = []
     for line in lines:
         pending, throttle = line.tasks
-        if line.job.state == "running" or (pending == 1 and not throttle):
+        if line.job.state == JOB_RUNNING or (pending == 1 and not throttle):
             jobs.append(line.job)
             continue
         if throttle:
@@ -269,7 +277,7 @@ class SlurmScheduler:
     def _partition(self) -> Partition:
         argv = ["scontrol", "--oneliner", "show", "partition", self.queue]
         result = self.runner.call(argv)
-        if result.returncode != 0 and _PARTITION_NOT_FOUND.search(result.stdout + result.stderr):
+        if result.failed and _PARTITION_NOT_FOUND.search(result.stdout + result.stderr):
             # squeue and sinfo answer an unknown partition with an empty list, exit 0.
             raise ConfigError(
                 f"queue {self.queue!r}: Slurm has no such partition ({message(result)})"
@@ -363,7 +371,7 @@ class SlurmScheduler:
         if reason:
             argv.append(f"Reason={reason}")
         result = self.runner.call(argv, admin=True)
-        if result.returncode != 0 and _INVALID_NODE.search(result.stdout + result.stderr):
+        if result.failed and _INVALID_NODE.search(result.stdout + result.stderr):
             raise UnknownNode(
                 f"slurm does not know node {node!r}: {message(result)} (is it in slurm.conf?)"
             )

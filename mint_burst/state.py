@@ -37,11 +37,9 @@ class MemoryStore:
 
     def __init__(self, table: NodeTable | None = None) -> None:
         self.table = table if table is not None else NodeTable()
-        self.saves = 0
 
     def load(self) -> NodeTable:
         return self.table
 
     def save(self, table: NodeTable) -> None:
         self.table = table
-        self.saves += 1

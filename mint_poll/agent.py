@@ -55,6 +55,16 @@ from mint_common.files import safe_join
 from mint_common.logging import redact
 from mint_common.timeutil import now_iso
 from mint_poll.api import (
+    ABNORMAL,
+    CALC_END,
+    COMPLETE_SEND,
+    COMPLETED,
+    GETTING_RETURN,
+    GOT_RETURN,
+    NOT_START,
+    PROGRESS_STEPS,
+    RUNNING,
+    SENDING_PARAMS,
     STD_NAMES,
     STDERR_NAME,
     STDOUT_NAME,
@@ -66,8 +76,8 @@ from mint_poll.api import (
 from mint_poll.config import CommandSpec, PollConfig
 from mint_poll.mime import mime_words
 from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
-from mint_poll.state import CalcRecord, ResultEntry, StateStore
-from mint_poll.stream import MAX_BASE64_LENGTH, base64_length
+from mint_poll.state import STOPPED, CalcRecord, CalcStore, ResultEntry, Step
+from mint_poll.stream import TooLargeError, check_encodable
 from mint_poll.workdirs import make_private_dir, prune
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,8 @@ log = logging.getLogger(__name__)
 #: How often a refused step may be re-aligned with the server's progress before giving up.
 MAX_ALIGN = 4
 HEARTBEAT_EVERY = 10.0
+#: The heartbeat's state during a pause between two tries of a request.
+RETRYING = "retrying"
 PRUNE_EVERY = 3600.0
 STAGING_PREFIX = ".mint-poll-"
 #: What an accept_id may be to name a directory and a record file (the server sends UUIDs):
@@ -94,14 +106,15 @@ NOT_THE_CALCULATIONS_FAULT = (
     TryAgainLater,
 )
 
-#: Server progress -> the last step the agent can consider done.
+#: Server progress (every one of PROGRESS_STEPS after NOT_START) -> the last step the agent
+#: can consider done.
 _DONE_BY_PROGRESS = {
-    "sending params": "params",
-    "complete send": "complete",
-    "running": "started",
-    "calc end": "ended",
-    "getting return": "sent",
-    "got return": "done",
+    SENDING_PARAMS: Step.PARAMS,
+    COMPLETE_SEND: Step.COMPLETE,
+    RUNNING: Step.STARTED,
+    CALC_END: Step.ENDED,
+    GETTING_RETURN: Step.SENT,
+    GOT_RETURN: Step.DONE,
 }
 
 
@@ -114,7 +127,7 @@ class PollOutcome:
 
     @property
     def delivered(self) -> bool:
-        return self.record is not None and self.record.step == "done"
+        return self.record is not None and self.record.step == Step.DONE
 
 
 class Agent:
@@ -124,7 +137,7 @@ class Agent:
         self,
         config: PollConfig,
         api: RemoteSideApi,
-        store: StateStore,
+        store: CalcStore,
         *,
         stop: Optional[threading.Event] = None,
         rng: Optional[random.Random] = None,
@@ -240,7 +253,7 @@ class Agent:
             return
         record.last_error, record.failures = error, count
         if quarantine is not None:
-            record.step, record.message, record.quarantined = "failed", quarantine, True
+            record.step, record.message, record.quarantined = Step.FAILED, quarantine, True
         self.store.save(record)
 
     def _error_of(self, accept_id: str) -> str:
@@ -303,7 +316,7 @@ class Agent:
             self.stop.wait(self._interval())
         for worker in workers:
             worker.join()
-        self.beat("stopped")
+        self.beat(STOPPED)
 
     def _loop_step(self, workers: list[threading.Thread]) -> tuple[bool, Optional[str]]:
         """One iteration: resume leftovers, then poll. (a calculation was taken, the error
@@ -419,7 +432,7 @@ class Agent:
         except ApiRefusal as exc:
             shutil.rmtree(staging, ignore_errors=True)
             _forget_dirs(record)
-            record.step = "taken"
+            record.step = Step.TAKEN
             record.message = f"not ours to run: {exc.server_message or exc.message}"
             self.store.save(record)
             log.info("calculation %s: %s", accept_id, record.message)
@@ -433,7 +446,7 @@ class Agent:
         record.refusals = info.refusals
         for missing in (f.name for f in info.parameter_files if f.missing):
             log.warning("calculation %s: parameter file %r was not sent", accept_id, missing)
-        record.step = "params"
+        record.step = Step.PARAMS
         self.store.save(record)
         return self._drive(record)
 
@@ -445,27 +458,27 @@ class Agent:
         log.error("%s", reason)
         site = self.config.site_id
         record = CalcRecord(
-            accept_id, site, workdir="", staging_dir="", outcome="abnormal", reason=reason
+            accept_id, site, workdir="", staging_dir="", outcome=ABNORMAL, reason=reason
         )
         try:
             info = self.api.calc_params(accept_id, site, None)
         except ApiRefusal as exc:
-            record.step = "taken"
+            record.step = Step.TAKEN
             record.message = f"not ours to run: {exc.server_message or exc.message}"
             return record
         self.api.calc_params_complete(accept_id, site)
         self.api.calc_start(accept_id, site)
-        self.api.calc_end(accept_id, site, "abnormal")
+        self.api.calc_end(accept_id, site, ABNORMAL)
         names = dict.fromkeys([*info.result_names, *STD_NAMES])
         entries = [OutgoingResult(name, None, error=reason) for name in names]
         self.api.send_results(accept_id, site, entries)
         self.api.end_send(accept_id, site)
-        record.step, record.delivered_at = "done", now_iso()
+        record.step, record.delivered_at = Step.DONE, now_iso()
         return record
 
     def _broken_transfer(self, record: CalcRecord, exc: MintError) -> CalcRecord:
         """calc-params broke half-way: the server has moved on; report the run abnormal."""
-        record.outcome = "abnormal"
+        record.outcome = ABNORMAL
         record.reason = f"receiving the parameter files failed: {exc.message}"
         log.error("calculation %s: %s", record.accept_id, record.reason)
         if isinstance(exc, (UnavailableError, AuthError)):
@@ -475,18 +488,18 @@ class Agent:
         staging = Path(record.staging_dir)
         if staging.is_dir():
             record.workdir = str(_publish(staging, Path(record.workdir)))
-        record.step = "params"
+        record.step = Step.PARAMS
         self.store.save(record)
         return self._drive(record)
 
     def _resume(self, record: CalcRecord) -> CalcRecord:
-        if record.step == "started" and record.outcome is None:
+        if record.step == Step.STARTED and record.outcome is None:
             kill_leftover_group(record.pid, Path(record.workdir))
         try:
             progress = self.api.calc_progress(record.accept_id)
         except UnknownCalculation as exc:
             return self._lost(record, exc)
-        if record.step == "receiving":
+        if record.step == Step.RECEIVING:
             self._settle_staging(record, progress)
         self._align(record, progress)
         if record.terminal:
@@ -501,7 +514,7 @@ class Agent:
         staging = Path(record.staging_dir)
         if not staging.is_dir():
             return
-        if progress == "not start":
+        if progress == NOT_START:
             shutil.rmtree(staging, ignore_errors=True)
             _forget_dirs(record)
         else:
@@ -524,7 +537,7 @@ class Agent:
                 if record.terminal:
                     self.store.save(record)
                     return record
-        record.step = "failed"
+        record.step = Step.FAILED
         record.message = "the server kept refusing the next step; giving up on this calculation"
         self.store.save(record)
         log.error("calculation %s: %s", record.accept_id, record.message)
@@ -538,32 +551,32 @@ class Agent:
             progress,
             record.step,
         )
-        if progress == "not start":
-            record.step = "released"
+        if progress == NOT_START:
+            record.step = Step.RELEASED
             record.outcome = record.reason = None
             record.message = "the server still offers this calculation; it was released"
             return
-        done = _DONE_BY_PROGRESS.get(progress)
-        if done is None:
-            record.step = "failed"
+        if progress not in PROGRESS_STEPS:
+            record.step = Step.FAILED
             record.message = f"the server reports an unknown progress {progress!r}"
             return
-        if done == "params" and not record.reached("params"):
-            record.outcome = "abnormal"
+        done = _DONE_BY_PROGRESS[progress]
+        if done == Step.PARAMS and not record.reached(Step.PARAMS):
+            record.outcome = ABNORMAL
             record.reason = record.reason or "the parameter transfer was interrupted"
-        if done == "started" and record.reached("ran"):
-            done = "ran"
-        if done == "started" and record.outcome is None and record.reached("started"):
-            record.outcome = "abnormal"
+        if done == Step.STARTED and record.reached(Step.RAN):
+            done = Step.RAN
+        if done == Step.STARTED and record.outcome is None and record.reached(Step.STARTED):
+            record.outcome = ABNORMAL
             record.reason = "the agent stopped while the command was running"
-            done = "ran"
+            done = Step.RAN
             if Path(record.workdir).is_dir():
                 _append(Path(record.workdir) / STDERR_NAME, f"mint-poll: {record.reason}\n")
             record.results = self._collect_results(record)
         record.step = done
 
     def _lost(self, record: CalcRecord, exc: MintError) -> CalcRecord:
-        record.step = "lost"
+        record.step = Step.LOST
         record.message = (
             "the server no longer knows this calculation (restarted or purged); the working"
             f" directory {record.workdir} is kept"
@@ -575,27 +588,27 @@ class Agent:
     def _advance(self, record: CalcRecord) -> None:
         """Do every remaining step, saving the record after each."""
         aid, site = record.accept_id, record.site_id
-        if record.step == "params":
+        if record.step == Step.PARAMS:
             self.api.calc_params_complete(aid, site)
-            self._done(record, "complete")
-        if record.step == "complete":
+            self._done(record, Step.COMPLETE)
+        if record.step == Step.COMPLETE:
             self.api.calc_start(aid, site)
             record.started_at = now_iso()
-            self._done(record, "started")
-        if record.step == "started":
+            self._done(record, Step.STARTED)
+        if record.step == Step.STARTED:
             self._run(record)
-            self._done(record, "ran")
-        if record.step == "ran":
-            result = "calc end" if record.outcome == "completed" else "abnormal"
+            self._done(record, Step.RAN)
+        if record.step == Step.RAN:
+            result = CALC_END if record.outcome == COMPLETED else ABNORMAL
             self.api.calc_end(aid, site, result)
-            self._done(record, "ended")
-        if record.step == "ended":
+            self._done(record, Step.ENDED)
+        if record.step == Step.ENDED:
             self.api.send_results(aid, site, self._outgoing(record))
-            self._done(record, "sent")
-        if record.step == "sent":
+            self._done(record, Step.SENT)
+        if record.step == Step.SENT:
             self.api.end_send(aid, site)
             record.delivered_at = now_iso()
-            self._done(record, "done")
+            self._done(record, Step.DONE)
             log.info(
                 "calculation %s delivered: %s%s",
                 aid,
@@ -614,23 +627,17 @@ class Agent:
         refusal = self._refusal(record)
         if refusal is not None:
             _write_refusal(workdir, refusal)
-            record.outcome, record.reason = "abnormal", refusal
+            record.outcome, record.reason = ABNORMAL, refusal
             log.error("calculation %s: %s", record.accept_id, refusal)
         else:
             record.outcome, record.reason = self._execute(record, workdir)
         record.finished_at = now_iso()
         record.results = self._collect_results(record)
-        requested = [r for r in record.results if r.name not in STD_NAMES]
-        if record.outcome == "completed" and requested and all(r.path is None for r in requested):
-            record.outcome = "abnormal"
-            record.reason = "none of the requested result files exists"
-        oversized = [r for r in record.results if r.error and "2 GiB" in r.error]
-        if oversized and record.outcome == "completed":
-            record.outcome = "abnormal"
-            record.reason = oversized[0].error
+        if record.outcome == COMPLETED:
+            _judge_results(record)
 
     def _refusal(self, record: CalcRecord) -> Optional[str]:
-        if record.outcome == "abnormal":
+        if record.outcome == ABNORMAL:
             return record.reason
         if record.refusals:
             return "refused parameter files: " + "; ".join(record.refusals)
@@ -676,14 +683,14 @@ class Agent:
             on_start=started,
             on_tick=lambda: self._tick(record.accept_id),
         )
-        record.exit_status = result.exit_status
+        record.exit_status = result.return_code
         if result.ok:
-            return "completed", None
+            return COMPLETED, None
         reason = result.describe(timeout)
         if result.stopped or result.timed_out:
             _append(workdir / STDERR_NAME, f"mint-poll: {reason}\n")
         log.warning("calculation %s: %s", record.accept_id, reason)
-        return "abnormal", reason
+        return ABNORMAL, reason
 
     def _collect_results(self, record: CalcRecord) -> list[ResultEntry]:
         workdir = Path(record.workdir)
@@ -697,16 +704,11 @@ class Agent:
             if not path.is_file():
                 entries.append(ResultEntry(name, None, f"{name} が見つかりません (not found)"))
                 continue
-            size = path.stat().st_size
-            if base64_length(size) > MAX_BASE64_LENGTH:
-                entries.append(
-                    ResultEntry(
-                        name,
-                        None,
-                        f"{name} is {size} bytes: its base64 text would exceed the 2 GiB limit;"
-                        " not sent",
-                    )
-                )
+            try:
+                # named by its result name: the local path is none of the server's business
+                check_encodable(Path(name), path.stat().st_size)
+            except TooLargeError as exc:
+                entries.append(ResultEntry(name, None, f"{exc.message}; not sent", too_large=True))
                 continue
             entries.append(ResultEntry(name, str(path)))
         return entries
@@ -718,11 +720,11 @@ class Agent:
                 error = entry.error or f"{entry.name} が見つかりません (not found)"
                 items.append(OutgoingResult(entry.name, None, error=error))
                 continue
-            size = Path(entry.path).stat().st_size
-            if base64_length(size) > MAX_BASE64_LENGTH:
+            try:
+                check_encodable(Path(entry.name), Path(entry.path).stat().st_size)
+            except TooLargeError as exc:
                 # It grew past the limit after the run was judged: still never send it.
-                error = f"{entry.name} is {size} bytes: over the 2 GiB base64 limit; not sent"
-                items.append(OutgoingResult(entry.name, None, error=error))
+                items.append(OutgoingResult(entry.name, None, error=f"{exc.message}; not sent"))
                 continue
             words = mime_words(Path(entry.path))
             items.append(OutgoingResult(entry.name, Path(entry.path), words[0], words[1]))
@@ -778,6 +780,19 @@ def _candidates(workdir: Path) -> Iterator[Path]:
         yield workdir.with_name(f"{workdir.name}.{number}")
 
 
+def _judge_results(record: CalcRecord) -> None:
+    """A completed run is abnormal when none of the requested results exists, or when one
+    is too large to send."""
+    requested = [r for r in record.results if r.name not in STD_NAMES]
+    if requested and all(r.path is None for r in requested):
+        record.outcome = ABNORMAL
+        record.reason = "none of the requested result files exists"
+    oversized = [r for r in record.results if r.too_large]
+    if oversized:
+        record.outcome = ABNORMAL
+        record.reason = oversized[0].error
+
+
 def _write_refusal(workdir: Path, reason: str) -> None:
     (workdir / STDOUT_NAME).write_bytes(b"")
     (workdir / STDERR_NAME).write_text(f"mint-poll: {reason}\n", encoding="utf-8")
@@ -798,7 +813,7 @@ def shown_id(accept_id: str) -> str:
 
 def _summary(record: CalcRecord) -> str:
     name = shown_id(record.accept_id)
-    if record.step == "done":
+    if record.step == Step.DONE:
         tail = f" ({record.reason})" if record.reason else ""
         return f"calculation {name}: delivered, {record.outcome}{tail}"
     return f"calculation {name}: {record.step}: {record.message or ''}".rstrip(": ")
@@ -823,11 +838,15 @@ def build_agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> A
         )
     elif not config.commands:
         log.warning("no commands are configured: every calculation will be refused")
-    retry = dataclasses.replace(config.retry, sleep=lambda seconds: _pause(stop, seconds))
-    api = build_api(dataclasses.replace(config, retry=retry))
-    store = StateStore(config.state_dir)
+    pause = RetryPause(stop)
+    api = build_api(
+        dataclasses.replace(config, retry=dataclasses.replace(config.retry, sleep=pause))
+    )
+    store = CalcStore(config.state_dir)
     store.ensure()
-    return Agent(config, api, store, stop=stop)
+    agent = Agent(config, api, store, stop=stop)
+    pause.on_wait = lambda: agent.beat(RETRYING)
+    return agent
 
 
 def startup_checks(config: PollConfig) -> None:
@@ -859,9 +878,25 @@ class StoppedWhileWaiting(UnavailableError):
     """A stop was asked for during a retry pause: the retries end there."""
 
 
-def _pause(stop: threading.Event, seconds: float) -> None:
-    if stop.wait(seconds):
-        raise StoppedWhileWaiting("stopped while waiting to retry")
+class RetryPause:
+    """The retry policy's sleep for the agent: a stop ends it (StoppedWhileWaiting), and it
+    beats (`on_wait`) at its start and every `every` seconds, so that a long run of retries
+    (5 x 60 s by default) is not taken for a stalled agent."""
+
+    def __init__(self, stop: threading.Event, every: float = HEARTBEAT_EVERY) -> None:
+        self.stop = stop
+        self.every = every
+        self.on_wait: Callable[[], None] = lambda: None
+
+    def __call__(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.on_wait()
+            left = deadline - time.monotonic()
+            if self.stop.wait(max(0.0, min(left, self.every))):
+                raise StoppedWhileWaiting("stopped while waiting to retry")
+            if left <= self.every:
+                return
 
 
 def effective_config_view(config: PollConfig) -> dict[str, object]:

@@ -78,15 +78,29 @@ CODE_OK = 200
 _CODE_FORM = re.compile(r"[0-9]{1,6}")
 CODE_NOTHING = 300
 
+# The protocol's words, typed once: what calc-progress answers (in order), what calc-end
+# sends, what calc-status answers at the end.
+NOT_START = "not start"
+SENDING_PARAMS = "sending params"
+COMPLETE_SEND = "complete send"
+RUNNING = "running"
+CALC_END = "calc end"
+GETTING_RETURN = "getting return"
+GOT_RETURN = "got return"
 PROGRESS_STEPS = (
-    "not start",
-    "sending params",
-    "complete send",
-    "running",
-    "calc end",
-    "getting return",
-    "got return",
+    NOT_START,
+    SENDING_PARAMS,
+    COMPLETE_SEND,
+    RUNNING,
+    CALC_END,
+    GETTING_RETURN,
+    GOT_RETURN,
 )
+#: calc-status at the end of a run.
+COMPLETED = "completed"
+ABNORMAL = "abnormal"
+#: calc-end's `result`: "calc end" (the run completed) or "abnormal".
+END_RESULTS = (CALC_END, ABNORMAL)
 
 
 def normalize_base_url(url: str) -> str:
@@ -353,7 +367,7 @@ class DistcompApi:
     def __enter__(self) -> DistcompApi:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     # ---- transport -------------------------------------------------------------------------
@@ -613,7 +627,7 @@ class DistcompApi:
         Code 200 in the wrong state changes nothing on the server (quirk 4);
         callers that care confirm with `calc_progress`.
         """
-        if result not in ("calc end", "abnormal"):
+        if result not in END_RESULTS:
             raise ValueError(f"calc-end result must be 'calc end' or 'abnormal', not {result!r}")
         return self._step(
             "calc-end", {"accept_id": accept_id, "site_id": site_id, "result": result}

@@ -16,10 +16,12 @@ from urllib.parse import unquote, urlsplit
 
 from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
 from mint_common.errors import AuthError, MintError
+from mint_common.heartbeat import Heartbeat, heartbeat_check
 from mint_common.neterrors import network_error_line
 from mint_common.retry import RetryPolicy
 from mint_poll.api import PollAnswer, TlsError, normalize_base_url
 from mint_poll.config import PollConfig, build_api, default_state_dir, old_default_state_dir
+from mint_poll.state import STOPPED, CalcStore
 
 CERT_WARN_DAYS = 30
 NET_TIMEOUT = 10.0
@@ -68,6 +70,7 @@ class PollChecks:
         run("site_id", self._site, requires="token")
         run("calc_base", self._calc_base, requires="config")
         run("state_dir", self._state_dir, requires="config")
+        run("heartbeat", self._heartbeat, requires="state_dir")
         run("commands", self._commands, requires="config")
         return self.runner
 
@@ -207,6 +210,10 @@ class PollChecks:
             )
         return _directory_row(root, "state_dir")
 
+    def _heartbeat(self) -> CheckResult:
+        cfg = self._cfg()
+        return heartbeat_row(CalcStore(cfg.state_dir), cfg.poll_interval)
+
     def _commands(self) -> Any:
         cfg = self._cfg()
         problems = cfg.command_problems()
@@ -219,6 +226,18 @@ class PollChecks:
         return f"{len(cfg.commands)} command(s) found and executable: " + ", ".join(
             sorted(cfg.commands)
         )
+
+
+def heartbeat_row(store: CalcStore, interval: float, now: Optional[float] = None) -> CheckResult:
+    """The agent's heartbeat judged by the one rule (`mint_common.heartbeat.stale_after`):
+    WARN when the agent never ran, stopped, or stalled."""
+    document = store.heartbeat()
+    where = str(store.heartbeat_file)
+    if document is not None and document.get("state") == STOPPED:
+        when = document.get("beat_at") or document.get("time")
+        return CheckResult("heartbeat", WARN, f"{where}: the agent stopped at {when}")
+    beat = Heartbeat.from_json(document)
+    return heartbeat_check("heartbeat", beat, interval=interval, where=where, now=now)
 
 
 def proxy_for(url: str) -> Optional[Proxy]:

@@ -93,9 +93,9 @@ def _one_shot_stop() -> Iterator[GracefulStop]:
 def _run_forever(config: PollConfig) -> None:
     from mint_common.files import SingleInstanceLock
     from mint_common.signals import GracefulStop
-    from mint_poll.state import StateStore
+    from mint_poll.state import CalcStore
 
-    with SingleInstanceLock(StateStore(config.state_dir).lock_path), GracefulStop() as stop:
+    with SingleInstanceLock(CalcStore(config.state_dir).lock_path), GracefulStop() as stop:
         agent = _agent(config, stop.stop_requested, daemon=True)
         agent.run_forever()
     log.info("stopped")
@@ -133,10 +133,10 @@ def once(as_json: bool) -> None:
     delivered; a retry pause is cut short).
     """
     from mint_common.files import SingleInstanceLock
-    from mint_poll.state import StateStore
+    from mint_poll.state import CalcStore
 
     config = _load_with_state()
-    with SingleInstanceLock(StateStore(config.state_dir).lock_path), _one_shot_stop() as stop:
+    with SingleInstanceLock(CalcStore(config.state_dir).lock_path), _one_shot_stop() as stop:
         agent = _agent(config, stop.stop_requested, daemon=False)
         agent.prune_if_due()
         handled = agent.resume_unfinished()
@@ -165,7 +165,8 @@ def once(as_json: bool) -> None:
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def check(as_json: bool) -> None:
-    """Diagnose the set-up: config, DNS, TCP, TLS, API, token, site id, directories, commands.
+    """Diagnose the set-up: config, DNS, TCP, TLS, API, token, site id, directories, agent
+    heartbeat (a warning when older than 3 poll intervals), commands.
 
     Exit 0 only if every check passed (warnings allowed).
     """
@@ -187,28 +188,32 @@ def status(as_json: bool, state_dir: Optional[Path]) -> None:
     """Show this agent's record of calculations, newest first, and its heartbeat.
 
     Reads only local files: it needs neither the server nor the token. Ids are
-    shown in full. Exit 66 when the directory holds no agent state (a mistyped
-    --state-dir, or an agent that has never run as this user).
+    shown in full. An agent that has not beaten for 3 poll intervals is shown
+    as stalled. Exit 66 when the directory holds no agent state (a mistyped
+    --state-dir, or an agent that has never run as this user); 65 after the
+    listing when a record could not be read (each such file is named).
     """
     from mint_common.output import emit_json
     from mint_poll.config import load_state_settings, migrate_default_state
-    from mint_poll.state import StateStore
+    from mint_poll.state import CalcStore
     from mint_poll.status import agent_json, heartbeat_lines, print_table
 
+    config = load_state_settings(current_options().config_file)
     if state_dir is None:
-        config = load_state_settings(current_options().config_file)
         migrate_default_state(config)
         state_dir = config.state_dir
-    store = StateStore(state_dir)
+    store = CalcStore(state_dir)
     store.require_state()
-    records = store.all()
+    listing = store.read_all()
     beat = store.heartbeat()
     if as_json:
-        emit_json({"agent": agent_json(beat), "calculations": [r.to_json() for r in records]})
-        return
-    for line in heartbeat_lines(beat):
-        click.echo(line)
-    print_table(records)
+        agent = agent_json(beat, config.poll_interval)
+        emit_json({"agent": agent, "calculations": [r.to_json() for r in listing.records]})
+    else:
+        for line in heartbeat_lines(beat, config.poll_interval):
+            click.echo(line)
+        print_table(listing.records)
+    listing.check()
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

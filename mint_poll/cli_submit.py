@@ -7,9 +7,8 @@ request, call `mint_poll.submit`, print the outcome, exit with its status.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
@@ -202,19 +201,17 @@ def submit_legacy(
 
 def _run(config: PollConfig, request: SubmitRequest, as_json: bool) -> None:
     from mint_common.signals import GracefulStop
-    from mint_poll.submit import SubmitInterrupted, submit_with_config
+    from mint_poll.submit import submit_with_config
 
     opts = current_options()
     live = None if opts.log_format in ("auto", "rich") and opts.verbosity >= 0 else False
-    try:
-        with GracefulStop() as stop:
-            outcome = submit_with_config(config, request, stop=stop, live=live)
-    except SubmitInterrupted as exc:
-        _fail(exc.message, 128 + (exc.signal_number or 15))
+    with GracefulStop() as stop:
+        outcome = submit_with_config(config, request, stop=stop, live=live)
     _print(outcome, as_json)
-    message = outcome.failure_message()
-    if outcome.exit_status != 0:
-        _fail(message or f"exit status {outcome.exit_status}", outcome.exit_status)
+    error = outcome.error()
+    if error is not None:
+        # MintGroup prints it like every other error: its line, its hint, -v its traceback.
+        raise error
 
 
 def _print(outcome: SubmitOutcome, as_json: bool) -> None:
@@ -229,11 +226,3 @@ def _print(outcome: SubmitOutcome, as_json: bool) -> None:
             [(str(f.path), f"{f.size}", f.sha256[:16]) for f in outcome.written],
             title=f"calculation {outcome.accept_id}: {outcome.status}",
         )
-
-
-def _fail(message: str, status: int) -> NoReturn:
-    from mint_common.logging import redact
-
-    click.echo(f"mint-poll: error: {redact(message)}", err=True)
-    sys.stderr.flush()
-    click.get_current_context().exit(status)

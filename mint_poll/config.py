@@ -40,11 +40,6 @@ _SITE_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def default_retry() -> RetryPolicy:
-    """5 attempts, 60 s apart, no backoff or jitter: what the legacy remote client does."""
-    return RetryPolicy(max_attempts=5, base_delay=60.0, max_delay=60.0, backoff=1.0, jitter=False)
-
-
 def default_state_dir() -> Path:
     """`$XDG_STATE_HOME/mint/poll`, else `~/.local/state/mint/poll` (the shared layout)."""
     return tool_state_dir(TOOL)
@@ -129,7 +124,7 @@ class PollConfig:
     verify: bool = True
     connect_timeout: Duration = field(default=Duration(10), metadata={"above": 0})
     read_timeout: Duration = field(default=Duration(60), metadata={"above": 0})
-    retry: RetryPolicy = field(default_factory=default_retry)
+    retry: RetryPolicy = field(default_factory=RetryPolicy.legacy_default)
     poll_interval: Duration = field(default=Duration(60), metadata={"above": 0})
     poll_jitter: float = field(default=0.1, metadata={"min": 0, "max": 1})
     # The legacy client's working directory root, kept as the default for compatibility.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ log = logging.getLogger(__name__)
 
 BINARY_WORDS = ("application/octet-stream;", "charset=binary")
 FILE_TIMEOUT = 30.0
+_MIME_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+;")
 
 
 def mime_words(path: Path) -> tuple[str, str]:
@@ -30,6 +32,7 @@ def mime_words(path: Path) -> tuple[str, str]:
         log.debug("file -b -i %s failed: %s", path, exc)
         return BINARY_WORDS
     words = result.stdout.strip().split(" ", 1)
-    if result.returncode != 0 or len(words) != 2:
+    # `file` exits 0 for a file it cannot open, printing a message instead of a type
+    if result.failed or len(words) != 2 or not _MIME_TYPE.fullmatch(words[0]):
         return BINARY_WORDS
     return words[0], words[1]

@@ -29,9 +29,10 @@ WAIT_STEP = 1.0
 
 @dataclass(frozen=True)
 class RunResult:
-    """How the command ended. `exit_status` is None if it never started or was killed."""
+    """How the command ended, with the field names of `mint_common.proc.CommandResult`
+    (its output went to files, not here). `return_code` is None if it never started."""
 
-    exit_status: Optional[int]
+    return_code: Optional[int]
     timed_out: bool = False
     stopped: bool = False
     error: Optional[str] = None
@@ -39,7 +40,11 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        return self.exit_status == 0 and not (self.timed_out or self.stopped or self.error)
+        return self.return_code == 0 and not (self.timed_out or self.stopped or self.error)
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
 
     def describe(self, timeout: Optional[float]) -> str:
         if self.error:
@@ -48,9 +53,9 @@ class RunResult:
             return f"the command exceeded its time limit of {timeout:g} s and was killed"
         if self.stopped:
             return "the agent was asked to stop; the command was killed after the grace period"
-        if self.exit_status is not None and self.exit_status < 0:
-            return f"the command was killed by signal {-self.exit_status}"
-        return f"the command exited with status {self.exit_status}"
+        if self.return_code is not None and self.return_code < 0:
+            return f"the command was killed by signal {-self.return_code}"
+        return f"the command exited with status {self.return_code}"
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:

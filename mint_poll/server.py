@@ -44,7 +44,19 @@ from typing import Any, Callable, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from mint_common.errors import InputError
-from mint_poll.api import API_PATH
+from mint_poll.api import (
+    ABNORMAL,
+    API_PATH,
+    CALC_END,
+    COMPLETE_SEND,
+    COMPLETED,
+    END_RESULTS,
+    GETTING_RETURN,
+    GOT_RETURN,
+    NOT_START,
+    RUNNING,
+    SENDING_PARAMS,
+)
 from mint_poll.stream import (
     Base64MemorySink,
     Base64Text,
@@ -89,7 +101,7 @@ class _Record:
     calc_info: dict[str, Any]
     accept_time: float
     wait_allow: Optional[float] = None
-    calc_progress: str = "not start"
+    calc_progress: str = NOT_START
     calc_status: str = "none"
     result_files: Optional[dict[str, Any]] = None
 
@@ -144,8 +156,8 @@ class Broker:
             ("GET", "get-calcinfo"): self._get_calcinfo,
             ("GET", "calc-request"): self._calc_request,
             ("GET", "calc-params"): self._calc_params,
-            ("POST", "calc-params-complete"): self._step("sending params", "complete send"),
-            ("POST", "calc-start"): self._step("complete send", "running"),
+            ("POST", "calc-params-complete"): self._step(SENDING_PARAMS, COMPLETE_SEND),
+            ("POST", "calc-start"): self._step(COMPLETE_SEND, RUNNING),
             ("POST", "calc-end"): self._calc_end,
             ("POST", "send-results"): self._send_results,
             ("POST", "end-send"): self._end_send,
@@ -173,7 +185,7 @@ class Broker:
         now = self.clock()
         for accept_id, record in list(self._records.items()):
             stale = now - record.accept_time > self.purge_after
-            if stale and (record.wait_allow is None or record.calc_progress == "not start"):
+            if stale and (record.wait_allow is None or record.calc_progress == NOT_START):
                 log.info("purging calculation %s (older than 30 minutes, never ran)", accept_id)
                 del self._records[accept_id]
 
@@ -231,7 +243,7 @@ class Broker:
             return 400, _wrap(400, _msg_unknown_id(keys[0] if keys else ""))
         if record.wait_allow is not None:
             return 400, _wrap(400, "すでに許可されています")
-        if record.calc_progress != "not start":
+        if record.calc_progress != NOT_START:
             return 400, _wrap(400, _msg_wrong_state(record.calc_progress))
         record.wait_allow = self.clock()
         return 200, _wrap(200, MSG_OK)
@@ -254,7 +266,7 @@ class Broker:
         record = self._records.get(keys[0]) if keys else None
         if record is None:
             return 200, _wrap(400, _msg_unknown_id(keys[0] if keys else ""))
-        if record.calc_progress != "got return":
+        if record.calc_progress != GOT_RETURN:
             return 200, _wrap(400, _msg_wrong_state(record.calc_progress))
         files = dict(record.result_files or {})
         for name, content in self.inject_result_files.items():
@@ -276,8 +288,8 @@ class Broker:
         if not force:
             if record.wait_allow is None:
                 return 400, _wrap(401, "実行許可されていない計算は取り消せません")
-            finished = record.calc_progress == "got return" or record.calc_status == "abnormal"
-            if record.calc_progress != "not start" and not finished:
+            finished = record.calc_progress == GOT_RETURN or record.calc_status == ABNORMAL
+            if record.calc_progress != NOT_START and not finished:
                 return 400, _wrap(400, _msg_wrong_state(record.calc_progress))
         del self._records[accept_id]
         return 200, _wrap(200, MSG_OK)
@@ -297,7 +309,7 @@ class Broker:
         if site_id not in self.sites:
             return 200, _wrap("400", _msg_unknown_site(site_id))
         for record in self._records.values():
-            if record.site_id == site_id and record.calc_progress == "not start":
+            if record.site_id == site_id and record.calc_progress == NOT_START:
                 if record.wait_allow is None:
                     return 200, _wrap("400", MSG_NOT_ALLOWED)
                 return 200, _wrap(200, MSG_OK, accept_id=record.accept_id)
@@ -308,10 +320,10 @@ class Broker:
         if record is None:
             assert refusal is not None
             return refusal
-        if record.calc_progress != "not start" or record.wait_allow is None:
+        if record.calc_progress != NOT_START or record.wait_allow is None:
             # Quirk 3: code 200, but no calc-info.
             return 200, _wrap(200, _msg_wrong_state(record.calc_progress))
-        record.calc_progress = "sending params"
+        record.calc_progress = SENDING_PARAMS
         return 200, {"calc-info": record.calc_info}
 
     def _step(self, before: str, after: str) -> Callable[[Mapping[str, str], Any], Answer]:
@@ -333,11 +345,11 @@ class Broker:
             assert refusal is not None
             return refusal
         result = body.get("result")
-        if result not in ("calc end", "abnormal"):
+        if result not in END_RESULTS:
             return 400, _wrap(402, f"resultの値 {result} が不正です")
-        if record.calc_progress == "running":
-            record.calc_progress = "calc end"
-            record.calc_status = "completed" if result == "calc end" else "abnormal"
+        if record.calc_progress == RUNNING:
+            record.calc_progress = CALC_END
+            record.calc_status = COMPLETED if result == CALC_END else ABNORMAL
         # Quirk 4: code 200 whether or not anything changed.
         return 200, _wrap(200, MSG_OK)
 
@@ -349,10 +361,10 @@ class Broker:
         files = body.get("result_files")
         if not isinstance(files, dict):
             return 400, _wrap(400, "result_filesがありません")
-        if record.calc_progress != "calc end":
+        if record.calc_progress != CALC_END:
             return 200, _wrap(400, _msg_wrong_state(record.calc_progress))
         record.result_files = files
-        record.calc_progress = "getting return"
+        record.calc_progress = GETTING_RETURN
         return 200, _wrap(200, MSG_OK)
 
     def _end_send(self, query: Mapping[str, str], body: Any) -> Answer:
@@ -362,9 +374,9 @@ class Broker:
             return refusal
         if body.get("result") != "end send":
             return 400, _wrap(402, f"resultの値 {body.get('result')} が不正です")
-        if record.calc_progress != "getting return":
+        if record.calc_progress != GETTING_RETURN:
             return 200, _wrap(400, _msg_wrong_state(record.calc_progress))
-        record.calc_progress = "got return"
+        record.calc_progress = GOT_RETURN
         return 200, _wrap(200, MSG_OK)
 
 
@@ -765,7 +777,7 @@ class DistcompServer:
     def __enter__(self) -> DistcompServer:
         return self.start()
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.shutdown()
 
 

@@ -2,7 +2,7 @@
 
 Layout of `state_dir`:
     calcs/<accept_id>.json   one CalcRecord, replaced atomically after every step
-    agent.json               heartbeat: pid, time, what the agent is doing
+    agent.json               heartbeat (`mint_common.heartbeat`): when, pid, what the agent does
     agent.lock               single-instance lock (`run`, `once`)
 
 A record never holds the token or file contents; its messages are saved with
@@ -14,23 +14,53 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Final, Optional
 
 from mint_common.errors import CantCreateError, InputError, NoInputError
 from mint_common.files import JsonState, check_relative_name
+from mint_common.heartbeat import Heartbeat
 from mint_common.logging import redact
 from mint_common.timeutil import epoch_from_iso, now_iso
 
 log = logging.getLogger(__name__)
 
+
+class Step:
+    """A record's step, the last thing done: named constants of plain strings (records stay
+    plain JSON and older records read back unchanged)."""
+
+    RECEIVING: Final = "receiving"
+    PARAMS: Final = "params"
+    COMPLETE: Final = "complete"
+    STARTED: Final = "started"
+    RAN: Final = "ran"
+    ENDED: Final = "ended"
+    SENT: Final = "sent"
+    DONE: Final = "done"
+    # Where a record ends without delivery:
+    LOST: Final = "lost"
+    RELEASED: Final = "released"
+    TAKEN: Final = "taken"
+    FAILED: Final = "failed"
+
+
 #: Steps in the order they happen; each means "this has been done".
-STEPS = ("receiving", "params", "complete", "started", "ran", "ended", "sent", "done")
-#: Where a record ends without delivery.
-ENDED_WITHOUT_DELIVERY = ("lost", "released", "taken", "failed")
-TERMINAL = ("done", *ENDED_WITHOUT_DELIVERY)
+STEPS = (
+    Step.RECEIVING,
+    Step.PARAMS,
+    Step.COMPLETE,
+    Step.STARTED,
+    Step.RAN,
+    Step.ENDED,
+    Step.SENT,
+    Step.DONE,
+)
+TERMINAL = (Step.DONE, Step.LOST, Step.RELEASED, Step.TAKEN, Step.FAILED)
+
+#: The heartbeat's state once the agent has stopped on purpose: an old beat is no stall.
+STOPPED = "stopped"
 
 
 @dataclass
@@ -40,6 +70,8 @@ class ResultEntry:
     name: str
     path: Optional[str]
     error: Optional[str] = None
+    #: Over the protocol's size limit: the run cannot count as completed without it.
+    too_large: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,7 +104,7 @@ class CalcRecord:
     site_id: str
     workdir: str
     staging_dir: str
-    step: str = "receiving"
+    step: str = Step.RECEIVING
     command: Optional[str] = None
     parameters: Optional[str] = None
     result_names: list[str] = field(default_factory=list)
@@ -118,7 +150,7 @@ class CalcRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["results"] = [
-            ResultEntry(**{k: v for k, v in r.items() if k in ("name", "path", "error")})
+            ResultEntry(**{k: v for k, v in r.items() if k in _RESULT_FIELDS})
             for r in values.get("results") or []
             if isinstance(r, dict)
         ]
@@ -129,8 +161,12 @@ class CalcRecord:
             raise InputError(f"state file {source} is incomplete: {exc}") from exc
 
 
-class StateStore:
-    """Reads and writes the records under `state_dir` (created with mode 0700)."""
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(ResultEntry))
+
+
+class CalcStore:
+    """Reads and writes the calculation records and the heartbeat under `state_dir`
+    (created with mode 0700)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.root = Path(state_dir)
@@ -171,16 +207,22 @@ class StateStore:
 
     def all(self) -> list[CalcRecord]:
         """Every readable record, newest first; unreadable files are reported and skipped."""
-        records: list[CalcRecord] = []
+        return self.read_all().records
+
+    def read_all(self) -> Listing:
+        """Every readable record, newest first, and the files that could not be read (each
+        named in a warning): a listing shows what it can and then fails (65)."""
+        listing = Listing()
         if not self.calcs.is_dir():
-            return records
-        for path in self.calcs.glob("*.json"):
+            return listing
+        for path in sorted(self.calcs.glob("*.json")):
             try:
-                records.append(CalcRecord.from_json(JsonState(path).load(None), path))
+                listing.records.append(CalcRecord.from_json(JsonState(path).load(None), path))
             except InputError as exc:
                 log.warning("skipping %s", exc.message)
-        records.sort(key=_accepted, reverse=True)
-        return records
+                listing.unreadable.append(path)
+        listing.records.sort(key=_accepted, reverse=True)
+        return listing
 
     def unfinished(self) -> list[CalcRecord]:
         """Records an earlier run left mid-sequence, oldest first."""
@@ -198,13 +240,15 @@ class StateStore:
         )
 
     def beat(self, state: str, **details: Any) -> None:
-        """Write the heartbeat file (every loop of the daemon)."""
-        stamp = now_iso()
+        """Write the heartbeat file (every loop of the daemon): the shared heartbeat, with
+        what the agent is doing beside it."""
+        beat = Heartbeat.beat().to_json()
         document = {
+            **beat,
+            # the names of older releases, kept for one release
+            "beat_at": beat["at"],
+            "time": beat["at"],
             "pid": os.getpid(),
-            "beat_at": stamp,
-            "time": stamp,
-            "epoch": time.time(),
             "state": state,
             **details,
         }
@@ -217,6 +261,23 @@ class StateStore:
             log.warning("%s", exc.message)
             return None
         return data if isinstance(data, dict) else None
+
+
+@dataclass
+class Listing:
+    """What `CalcStore.read_all` found: the readable records and the unreadable files."""
+
+    records: list[CalcRecord] = field(default_factory=list)
+    unreadable: list[Path] = field(default_factory=list)
+
+    def check(self) -> None:
+        """InputError (65) naming the unreadable files, if there were any."""
+        if self.unreadable:
+            names = ", ".join(str(p) for p in self.unreadable)
+            raise InputError(
+                f"{len(self.unreadable)} calculation record(s) could not be read: {names}",
+                hint="move the file(s) aside (the agent no longer resumes them) or restore them",
+            )
 
 
 def _accepted(record: CalcRecord) -> tuple[float, str]:

@@ -9,33 +9,53 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 
+from mint_common.heartbeat import STALE_AFTER_INTERVALS, Heartbeat, stale_after
 from mint_common.output import emit_table
 from mint_common.terminal import terminal
-from mint_common.timeutil import iso_from_epoch
-from mint_poll.state import CalcRecord
+from mint_common.timeutil import format_duration
+from mint_poll.state import STOPPED, CalcRecord, Step
 
 COLUMNS = ("accept_id", "command", "state", "accepted_at", "finished_at", "working dir")
 TITLE = "mint-poll calculations"
 
 
-def agent_json(beat: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+def agent_json(
+    document: Optional[dict[str, Any]], interval: float, now: Optional[float] = None
+) -> Optional[dict[str, Any]]:
     """The heartbeat for `status --json`, with `beat_at` also for a heartbeat written by an
-    older release (which had only `time` and `epoch`; both are kept for one release)."""
-    if beat is None:
+    older release (which had only `time` and `epoch`; both are kept for one release), and
+    `stale`: a running agent missed its beats (`mint_common.heartbeat.stale_after`)."""
+    if document is None:
         return None
-    shown = dict(beat)
-    epoch = beat.get("epoch")
-    if "beat_at" not in shown and isinstance(epoch, (int, float)):
-        shown["beat_at"] = iso_from_epoch(float(epoch))
+    shown = dict(document)
+    beat = Heartbeat.from_json(document)
+    if "beat_at" not in shown and beat is not None:
+        shown["beat_at"] = beat.to_json()["at"]
+    shown["stale"] = is_stale(document, interval, now)
     return shown
 
 
-def heartbeat_lines(beat: Optional[dict[str, Any]]) -> list[str]:
-    if not beat:
+def is_stale(document: dict[str, Any], interval: float, now: Optional[float] = None) -> bool:
+    """True when an agent that did not say it stopped has not beaten for `stale_after`."""
+    if document.get("state") == STOPPED:
+        return False
+    beat = Heartbeat.from_json(document)
+    return beat is None or beat.stale(stale_after(interval), now)
+
+
+def heartbeat_lines(
+    document: Optional[dict[str, Any]], interval: float, now: Optional[float] = None
+) -> list[str]:
+    if not document:
         return []
-    when = beat.get("beat_at") or beat.get("time")
-    lines = [f"agent pid {beat.get('pid')}: {beat.get('state')} at {when}"]
-    last_error = beat.get("last_error")
+    when = document.get("beat_at") or document.get("at") or document.get("time")
+    lines = [f"agent pid {document.get('pid')}: {document.get('state')} at {when}"]
+    if is_stale(document, interval, now):
+        lines.append(
+            f"agent stalled: no heartbeat for more than {STALE_AFTER_INTERVALS} poll intervals"
+            f" of {format_duration(interval)} (is it still running?)"
+        )
+    last_error = document.get("last_error")
     if isinstance(last_error, dict):
         noted = last_error.get("noted_at") or last_error.get("time")
         lines.append(f"last error at {noted}: {last_error.get('message')}")
@@ -46,7 +66,7 @@ def _row(record: CalcRecord) -> tuple[str, ...]:
     return (
         record.accept_id,
         record.command or "",
-        record.step if record.step != "done" else f"done: {record.outcome}",
+        record.step if record.step != Step.DONE else f"done: {record.outcome}",
         record.accepted_at,
         record.delivered_at or record.finished_at or "",
         record.workdir,

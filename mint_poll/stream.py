@@ -96,10 +96,14 @@ def max_raw_size() -> int:
     return (MAX_BASE64_LENGTH // 4) * 3
 
 
+class TooLargeError(InputError):
+    """A file whose base64 text would exceed the protocol's 2 GiB limit: never sent."""
+
+
 def check_encodable(path: Path, size: int) -> None:
-    """Raise InputError if the base64 text of this file would exceed the 2 GiB limit."""
+    """Raise TooLargeError if the base64 text of this file would exceed the 2 GiB limit."""
     if base64_length(size) > MAX_BASE64_LENGTH:
-        raise InputError(
+        raise TooLargeError(
             f"{path} is {size} bytes; its base64 text ({base64_length(size)} bytes) would exceed"
             f" the protocol's 2 GiB limit ({MAX_BASE64_LENGTH} bytes)",
             hint=f"keep files under {max_raw_size()} bytes",

@@ -44,7 +44,10 @@ from mint_common.errors import (
     UnavailableError,
 )
 from mint_common.files import atomic_write
+from mint_common.signals import Interrupted
 from mint_poll.api import (
+    COMPLETED,
+    GOT_RETURN,
     STDERR_NAME,
     UNREQUESTED,
     ApiRefusal,
@@ -63,8 +66,6 @@ from mint_poll.submit_display import LogLineDisplay, StatusDisplay, format_elaps
 
 log = logging.getLogger(__name__)
 
-GOT_RETURN = "got return"
-COMPLETED = "completed"
 TIMEOUT = "timeout"
 INTERRUPTED = "interrupted"
 HASH_CHUNK = 1024 * 1024
@@ -215,6 +216,34 @@ class SubmitOutcome:
             problems.append(f"requested result file(s) missing: {names}")
         return "; ".join(problems) or None
 
+    def error(self) -> Optional[BaseException]:
+        """The error that ends the command with `exit_status` (None for 0): the one error
+        line, and a hint on where to look."""
+        status = self.exit_status
+        if status == 0:
+            return None
+        if self.status == INTERRUPTED:
+            return SubmitInterrupted(
+                self.signal_number,
+                f"calculation {self.accept_id} was at {self.last_progress!r};"
+                f" {self._cancel_note()}",
+            )
+        message = self.failure_message() or f"exit status {status}"
+        if status == TryAgainLater.exit_status:
+            return TryAgainLater(
+                message,
+                hint="give a longer --timeout; `mint-poll status` on the site shows whether"
+                " its agent runs",
+            )
+        if status == InputError.exit_status:
+            return InputError(
+                message, hint="ask the site why its command writes such result file names"
+            )
+        return JobFailed(
+            message,
+            hint=f"the command's own error output is {self.request.out_dir / STDERR_NAME}",
+        )
+
     def _cancel_note(self) -> str:
         if self.cancelled:
             return "the registration was force-cancelled on the server"
@@ -264,14 +293,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-class SubmitInterrupted(MintError):
-    """A signal arrived before there was a registration to cancel; exit 128 + the signal."""
+class SubmitInterrupted(Interrupted):
+    """A signal ended the submission: exit 128 + N like any interrupted command, with what
+    became of the registration as the hint under the error line."""
 
-    exit_status = 130
-
-    def __init__(self, message: str, signal_number: Optional[int]) -> None:
-        super().__init__(message)
-        self.signal_number = signal_number
+    def __init__(self, signal_number: Optional[int], detail: str) -> None:
+        super().__init__(signal_number or int(signal.SIGTERM))
+        self.hint = detail
 
 
 class StopRequested(Exception):
@@ -331,9 +359,8 @@ class Submission:
             accept_id = self._earlier_registration() or self._register()
         except StopRequested as exc:
             raise SubmitInterrupted(
-                f"interrupted by {signal_name(self.stop.signal_number)} while registering;"
-                " the server may or may not have kept the registration",
                 self.stop.signal_number,
+                "it came while registering: the server may or may not have kept the registration",
             ) from exc
         try:
             if self.stop.stop_requested.is_set():

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from mint_poll.state import CalcRecord, DirIdentity, StateStore
+from mint_poll.state import CalcRecord, CalcStore, DirIdentity
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def _identity(fd: int) -> DirIdentity:
 
 
 def prune(
-    store: StateStore, keep_days: float, calc_base: Path, now: Optional[float] = None
+    store: CalcStore, keep_days: float, calc_base: Path, now: Optional[float] = None
 ) -> list[str]:
     """Delete the working dirs of terminal records finished more than keep_days ago.
 

@@ -7,13 +7,13 @@ import re
 import secrets
 import shutil
 import socket
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from mint_common.checks import FAIL, PASS, SKIP, WARN, CheckResult, CheckRunner
 from mint_common.errors import AuthError, UnavailableError
 from mint_common.files import JsonState
+from mint_common.heartbeat import Heartbeat, heartbeat_check
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import state_dir
 from mint_s3job.slurm import SlurmCommands
@@ -107,7 +107,10 @@ def _head_node_checks(runner: CheckRunner, config: S3JobConfig, head_node: bool)
     runner.run("slurmctld", lambda: _controller(_slurm(config)), requires="sbatch")
     runner.run("EpilogSlurmctld", lambda: _epilog(_slurm(config)), requires="slurmctld")
     runner.run("workdir", lambda: _workdir(config.require_workdir()))
-    runner.run("dispatcher heartbeat", lambda: _heartbeat(config.require_workdir()))
+    runner.run(
+        "dispatcher heartbeat",
+        lambda: _heartbeat(config.require_workdir(), config.watch_interval),
+    )
 
 
 def _which(command: str, what: str) -> CheckResult | str:
@@ -122,14 +125,14 @@ def _slurm(config: S3JobConfig) -> SlurmCommands:
 
 
 def _controller(slurm: SlurmCommands) -> CheckResult | str:
-    up, verdict = slurm.ping()
-    if not up:
+    try:
+        return slurm.ping()
+    except UnavailableError as exc:
         return CheckResult(
             "slurmctld",
             FAIL,
-            f"scontrol ping: {verdict or 'no answer'}; dispatch leaves jobs waiting until it is up",
+            f"{exc.message}; dispatch leaves jobs waiting until it is up",
         )
-    return verdict
 
 
 def _epilog(slurm: SlurmCommands) -> CheckResult | str:
@@ -168,15 +171,17 @@ def _workdir(workdir: Path) -> CheckResult | str:
     return f"{workdir} writable"
 
 
-def _heartbeat(workdir: Path) -> CheckResult | str:
-    state: Optional[dict[str, Any]] = JsonState(state_dir(workdir) / "dispatch-state.json").load()
-    if not state or "heartbeat" not in state:
-        return CheckResult("dispatcher heartbeat", WARN, "no dispatch run recorded yet")
-    beat = datetime.fromisoformat(str(state["heartbeat"]))
-    age = (datetime.now(timezone.utc) - beat).total_seconds()
-    detail = f"last run {age:.0f} s ago on {state.get('host')} (pid {state.get('pid')})"
-    if state.get("last_error"):
-        return CheckResult(
-            "dispatcher heartbeat", WARN, detail + f"; last error: {state['last_error']}"
-        )
-    return CheckResult("dispatcher heartbeat", PASS, detail)
+def _heartbeat(workdir: Path, interval: float) -> CheckResult:
+    """Stalled (WARN) when the dispatcher missed `stale_after(interval)` of its beats."""
+    state: dict[str, Any] = JsonState(state_dir(workdir) / "dispatch-state.json").load() or {}
+    where = f"dispatcher on {state.get('host', '?')} (pid {state.get('pid', '?')})"
+    result = heartbeat_check(
+        "dispatcher heartbeat",
+        Heartbeat.from_json(state.get("heartbeat")),
+        interval=interval,
+        where=where,
+    )
+    if result.status == PASS and state.get("last_error"):
+        detail = f"{result.detail}; last error: {state['last_error']}"
+        return CheckResult(result.name, WARN, detail, result.data)
+    return result

@@ -5,12 +5,9 @@ A thin click layer: parse, load config, call the core modules, print results.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -28,6 +25,7 @@ from mint_common.config import load_config, log_effective_config
 from mint_common.extras import require_extra
 from mint_common.output import emit_json, emit_table
 from mint_common.progress import transfer_progress
+from mint_common.waitdisplay import wait_display
 from mint_s3job.config import S3JobConfig
 
 if TYPE_CHECKING:
@@ -214,17 +212,6 @@ def list_command(bucket: Optional[str], as_json: bool) -> None:
     )
 
 
-@contextlib.contextmanager
-def _wait_display(prefix: str) -> Iterator[Any]:
-    if sys.stderr.isatty():
-        from rich.console import Console
-
-        with Console(stderr=True).status(f"waiting for {prefix}") as display:
-            yield lambda state: display.update(f"waiting for {prefix}: {state}")
-    else:
-        yield lambda state: log.info("job %s: %s", prefix, state)
-
-
 @main.command()
 @common_options
 @bucket_option
@@ -253,13 +240,10 @@ def wait(
     from mint_s3job.jobs import require_success, wait_until_done
 
     config = _config(bucket=bucket, poll_interval=poll_interval)
-    with _wait_display(prefix) as on_change:
+    interval = config.poll_interval
+    with wait_display(f"job {prefix}", logger=log, interval=interval) as display:
         result = wait_until_done(
-            _store(config),
-            prefix,
-            timeout=timeout,
-            interval=config.poll_interval,
-            on_change=on_change,
+            _store(config), prefix, timeout=timeout, interval=interval, on_state=display.state
         )
     if as_json:
         emit_json(_status_document(result))
@@ -374,6 +358,7 @@ def dispatch(
     """
     from mint_s3job.dispatch import Dispatcher, DispatchReport
     from mint_s3job.dispatch import watch as watch_loop
+    from mint_s3job.layout import State
     from mint_s3job.slurm import SlurmCommands
 
     config = _config(
@@ -389,9 +374,9 @@ def dispatch(
             emit_json(_as_dict(report))
             return
         for prefix, job_id in report.submitted:
-            click.echo(f"{prefix}\tJOB_SUBMIT\t{job_id}")
+            click.echo(f"{prefix}\t{State.JOB_SUBMIT.value}\t{job_id}")
         for prefix, reason in report.errors:
-            click.echo(f"{prefix}\tJOB_ERROR\t{reason}")
+            click.echo(f"{prefix}\t{State.JOB_ERROR.value}\t{reason}")
         for prefix in report.cancelled:
             click.echo(f"{prefix}\tCANCELLED")
         for prefix, reason in report.waiting:

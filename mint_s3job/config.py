@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Optional
 
 from mint_common.errors import ConfigError
+from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
+
+log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _POSITIVE = {"above": 0}
+
+
+def default_retry() -> RetryPolicy:
+    """8 tries in all: the 7 retries mint-s3job made before `retry` replaced `retries`."""
+    return RetryPolicy(max_attempts=8)
 
 
 @dataclass(frozen=True)
@@ -25,9 +34,11 @@ class S3JobConfig:
     region: Optional[str] = None
     endpoint_url: Optional[str] = None
     profile: Optional[str] = None
-    # Retries after the first try, done by botocore ("standard" mode: throttling, 5xx,
-    # broken connections); passed as botocore's own `max_attempts`, which counts retries.
-    retries: int = field(default=7, metadata={"min": 0, "max": 20})
+    # botocore retries ("standard" mode: throttling, 5xx, broken connections) with
+    # `retry.max_attempts` tries in all; botocore does its own backoff, so only that counts.
+    retry: RetryPolicy = field(default_factory=default_retry)
+    # Deprecated (one release): retries after the first try, i.e. retry.max_attempts - 1.
+    retries: Optional[int] = field(default=None, metadata={"min": 0, "max": 20})
     connect_timeout: Duration = field(default=Duration(10), metadata=_POSITIVE)
     read_timeout: Duration = field(default=Duration(60), metadata=_POSITIVE)
     # S3 verifies every PUT and part with it; end-to-end integrity is the SHA-256 manifest.
@@ -50,6 +61,18 @@ class S3JobConfig:
     quarantine_after: int = field(default=3, metadata={"min": 1})
     # On-premises: `wait --poll-interval`.
     poll_interval: Duration = field(default=Duration(10), metadata=_POSITIVE)
+
+    def __post_init__(self) -> None:
+        if self.retries is None:
+            return
+        log.warning(
+            "config key 'retries' is deprecated and will be removed: use 'retry' instead"
+            " (retries: %d is retry: {max_attempts: %d}, the first try included)",
+            self.retries,
+            self.retries + 1,
+        )
+        if self.retry == default_retry():
+            object.__setattr__(self, "retry", replace(self.retry, max_attempts=self.retries + 1))
 
     def require_bucket(self) -> str:
         if not self.bucket:

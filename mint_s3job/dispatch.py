@@ -27,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -39,7 +38,9 @@ from mint_common.errors import (
     UnavailableError,
 )
 from mint_common.files import JsonState, check_relative_name, safe_join
+from mint_common.heartbeat import Heartbeat
 from mint_common.signals import GracefulStop
+from mint_common.timeutil import now_iso
 from mint_s3job import jobdir, layout
 from mint_s3job.config import S3JobConfig
 from mint_s3job.layout import State
@@ -51,6 +52,10 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 BULK_LISTING_THRESHOLD = 64
 Objects = dict[str, ObjectInfo]  # name inside the prefix -> object
+# The cache's state for a prefix that is not a valid job name: never looked at again.
+REFUSED = "REFUSED"
+# What `cancelled.json` records when the job never reached Slurm.
+CANCELLED_BEFORE_SUBMISSION = "cancelled before submission"
 
 
 @dataclass
@@ -99,10 +104,6 @@ def _process_exists(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
-
-
-def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def state_dir(workdir: Path) -> Path:
@@ -197,7 +198,7 @@ class Dispatcher:
         cache = self.cache.load(default={}) or {}
         cache.update(
             jobs=known,
-            heartbeat=_now_iso(),
+            heartbeat=Heartbeat.beat(self.clock).to_json(),
             last_run={
                 "submitted": len(report.submitted),
                 "errors": len(report.errors),
@@ -303,7 +304,7 @@ class Dispatcher:
             layout.check_prefix(prefix)
         except InputError as exc:
             log.warning("ignoring prefix %r: %s", prefix, exc.message)
-            known[prefix] = {"state": "REFUSED", "settled": True}
+            known[prefix] = {"state": REFUSED, "settled": True}
             return
         if state is None:
             return  # no state object yet: a submit in progress or abandoned; not ours to touch
@@ -342,7 +343,7 @@ class Dispatcher:
         current = self.store.head(layout.key(prefix, layout.JOB_STAT))
         if current is None or current.etag != objects[layout.JOB_STAT].etag:
             return False  # it finished its step after all, after this run's listing
-        body = json.dumps({**self.identity, "claimed_at": _now_iso(), "took_over_from": pid})
+        body = json.dumps({**self.identity, "claimed_at": now_iso(), "took_over_from": pid})
         key = layout.key(prefix, layout.CLAIM)
         if not self.store.put_bytes(key, body.encode(), if_match=claim.etag):
             return False
@@ -367,7 +368,7 @@ class Dispatcher:
     # ---- claiming and submitting -----------------------------------------------------------
 
     def _claim(self, prefix: str) -> bool:
-        body = json.dumps({**self.identity, "claimed_at": _now_iso()}).encode()
+        body = json.dumps({**self.identity, "claimed_at": now_iso()}).encode()
         won = self.store.put_bytes(layout.key(prefix, layout.CLAIM), body, if_none_match=True)
         if not won:
             log.info("job %s was claimed by another dispatcher", prefix)
@@ -430,9 +431,11 @@ class Dispatcher:
     ) -> Optional[Path]:
         """The downloaded job directory, or None when the job was cancelled."""
         if layout.CANCEL in objects or self.store.head(layout.key(prefix, layout.CANCEL)):
-            self._record_cancel(prefix, "cancelled before submission", None)
+            self._record_cancel(prefix, CANCELLED_BEFORE_SUBMISSION, None)
             self._set_state(prefix, State.JOB_ERROR, stat.etag)
-            self._put_text(prefix, layout.SBATCH_OUT, "mint-s3job: cancelled before submission\n")
+            self._put_text(
+                prefix, layout.SBATCH_OUT, f"mint-s3job: {CANCELLED_BEFORE_SUBMISSION}\n"
+            )
             report.cancelled.append(prefix)
             return None
         job_dir = self._download(prefix, objects)
@@ -473,7 +476,7 @@ class Dispatcher:
     def _count_failure(self, prefix: str, reason: str) -> int:
         earlier = self.failures.get(prefix, {})
         count = int(earlier.get("count", 0)) + 1 if earlier.get("reason") == reason else 1
-        self.failures[prefix] = {"reason": reason, "count": count, "at": _now_iso()}
+        self.failures[prefix] = {"reason": reason, "count": count, "at": now_iso()}
         return count
 
     def _forget_failures(self, prefix: str) -> None:
@@ -488,7 +491,11 @@ class Dispatcher:
         report: DispatchReport,
     ) -> None:
         comment = job_comment(prefix, submission["token"])
-        result = self.scheduler.submit(layout.JOB_SCRIPT, job_dir, comment)
+        try:
+            result = self.scheduler.submit(layout.JOB_SCRIPT, job_dir, comment)
+        except UnavailableError as exc:
+            self._defer(prefix, exc.message, report)
+            return
         if result.outcome is Outcome.UNCERTAIN:
             log.warning("job %s: %s; looking it up by its comment", prefix, result.reason)
             if not self._found_earlier(prefix, stat, comment, report):
@@ -624,7 +631,7 @@ class Dispatcher:
             self._clear(prefix, job_dir)
         # Recorded first: a failed download is ours to replace next time, not to move aside.
         update_record(
-            self.workdir, prefix, download_started=_now_iso(), slurm_job_id=None, completed_at=None
+            self.workdir, prefix, download_started=now_iso(), slurm_job_id=None, completed_at=None
         )
         job_dir.mkdir(parents=True)
         targets = [(n, safe_join(job_dir, n)) for n in names]
@@ -637,7 +644,7 @@ class Dispatcher:
         with jobdir.opened_job_dir(self.workdir, prefix) as dir_fd:
             files = jobdir.scan(dir_fd)[0] if dir_fd is not None else {}
         update_record(
-            self.workdir, prefix, bucket=self.store.bucket, dispatched_at=_now_iso(), files=files
+            self.workdir, prefix, bucket=self.store.bucket, dispatched_at=now_iso(), files=files
         )
         return job_dir
 
@@ -699,7 +706,7 @@ class Dispatcher:
     # ---- cancelling ------------------------------------------------------------------------
 
     def _record_cancel(self, prefix: str, action: str, job_id: Optional[str]) -> None:
-        document = {"action": action, "job_id": job_id, "at": _now_iso(), **self.identity}
+        document = {"action": action, "job_id": job_id, "at": now_iso(), **self.identity}
         self.store.put_bytes(layout.key(prefix, layout.CANCELLED), json.dumps(document).encode())
         log.info("job %s: %s", prefix, action)
 
@@ -709,9 +716,10 @@ class Dispatcher:
         if not job_id.isdigit():
             log.error("job %s: cancel requested but its job id %r is unusable", prefix, job_id)
             return
-        ok, text = self.scheduler.cancel(job_id)
-        if not ok:
-            log.error("job %s: scancel %s failed: %s", prefix, job_id, text)
+        try:
+            self.scheduler.cancel(job_id)
+        except UnavailableError as exc:
+            log.error("job %s: %s", prefix, exc.message)
             return
         self._record_cancel(prefix, f"scancel {job_id}", job_id)
         self._set_state(prefix, State.JOB_ERROR, objects[layout.JOB_STAT].etag)
@@ -754,7 +762,11 @@ def watch(
 def _note_error(dispatcher: Dispatcher, message: str) -> None:
     try:
         cache = dispatcher.cache.load(default={}) or {}
-        cache.update(heartbeat=_now_iso(), last_error=message, **dispatcher.identity)
+        cache.update(
+            heartbeat=Heartbeat.beat(dispatcher.clock).to_json(),
+            last_error=message,
+            **dispatcher.identity,
+        )
         dispatcher.cache.save(cache)
     except Exception as exc:
         log.error("cannot record the error in %s: %s", dispatcher.cache.path, describe(exc))

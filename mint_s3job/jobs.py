@@ -247,9 +247,11 @@ def wait_until_done(
     interval: float,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
-    on_change: Callable[[str], None] = lambda _state: None,
+    on_state: Callable[[str], None] = lambda _state: None,
 ) -> JobStatus:
-    """Poll the state object until the job ends, whichever way; TryAgainLater (75) on timeout."""
+    """Poll the state object until the job ends, whichever way; TryAgainLater (75) on timeout.
+
+    `on_state` hears the state after every look (a display shows the time of the next one)."""
     status = job_status(store, prefix)
     if status.state == INCOMPLETE:
         raise NoInputError(
@@ -257,17 +259,15 @@ def wait_until_done(
         )
     deadline = None if timeout is None else clock() + timeout
     last = status.state
-    on_change(last)
+    on_state(last)
     while last not in TERMINAL:
         if deadline is not None and clock() >= deadline:
             raise TryAgainLater(f"job {prefix} is still {last} after {timeout:g} s")
         pause = interval if deadline is None else max(0.0, min(interval, deadline - clock()))
         sleep(pause)
         state = read_state(store, prefix)
-        current = state.value if state else INCOMPLETE
-        if current != last:
-            last = current
-            on_change(last)
+        last = state.value if state else INCOMPLETE
+        on_state(last)
     return job_status(store, prefix)
 
 

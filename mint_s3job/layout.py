@@ -30,7 +30,6 @@ EXIT = f"{META_DIR}/exit.json"
 CANCELLED = f"{META_DIR}/cancelled.json"
 SUBMIT_MANIFEST = f"{META_DIR}/manifest-submit.json"
 EPILOG_MANIFEST = f"{META_DIR}/manifest-epilog.json"
-SEED_FILES = (JOB_SCRIPT, JOB_STAT, JOB_ID, SBATCH_OUT)
 # Names a submit may not upload as job files: the dispatcher and epilog own them.
 RESERVED_INPUTS = (JOB_STAT, JOB_ID, SBATCH_OUT)
 

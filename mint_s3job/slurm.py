@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 from mint_common.errors import ConfigError, UnavailableError
-from mint_common.proc import kill_process_group, run_command
+from mint_common.proc import CommandResult, run_command
 
 _SUBMITTED = re.compile(r"^Submitted batch job (\d+)\b", re.MULTILINE)
 # sbatch prints "sbatch: error: Slurm temporarily unable to accept job, sleeping and
@@ -62,37 +61,41 @@ class Outcome(str, Enum):
 
 @dataclass(frozen=True)
 class SbatchResult:
+    """sbatch's outcome, with CommandResult's field names: `return_code` is None when
+    sbatch did not finish (timed out)."""
+
     job_id: Optional[str]
     output: str
     reason: Optional[str] = None
     outcome: Outcome = Outcome.SUBMITTED
+    return_code: Optional[int] = 0
 
     @property
     def ok(self) -> bool:
         return self.job_id is not None
 
 
-def parse_sbatch(stdout: str, stderr: str, returncode: int) -> SbatchResult:
+def parse_sbatch(stdout: str, stderr: str, return_code: int) -> SbatchResult:
     """The seed's rule (any `sbatch: error:` line is a failure) plus the exit status and the
     `Submitted batch job N` line (N = the seed's `awk '{print $4}'`); transport failures are
     not the job's fault and are classified apart."""
     output = stdout + stderr
     error = _ERROR.search(output)
     if any(text in output for text in _MAYBE_QUEUED):
-        return SbatchResult(None, output, _first(error, output), Outcome.UNCERTAIN)
-    if any(text in output for text in _NOT_REACHED):
-        return SbatchResult(None, output, _first(error, output), Outcome.UNREACHABLE)
-    if error:
-        return SbatchResult(None, output, error.group(0).strip(), Outcome.REFUSED)
-    if returncode != 0:
+        outcome, reason = Outcome.UNCERTAIN, _first(error, output)
+    elif any(text in output for text in _NOT_REACHED):
+        outcome, reason = Outcome.UNREACHABLE, _first(error, output)
+    elif error:
+        outcome, reason = Outcome.REFUSED, error.group(0).strip()
+    elif return_code != 0:
         last = output.strip().splitlines()[-1:] or ["no output"]
-        reason = f"sbatch exited with status {returncode}: {last[0]}"
-        return SbatchResult(None, output, reason, Outcome.REFUSED)
-    submitted = _SUBMITTED.search(stdout) or _SUBMITTED.search(output)
-    if not submitted:
-        reason = "sbatch printed no 'Submitted batch job N' line"
-        return SbatchResult(None, output, reason, Outcome.UNCERTAIN)
-    return SbatchResult(submitted.group(1), output)
+        outcome, reason = Outcome.REFUSED, f"sbatch exited with status {return_code}: {last[0]}"
+    else:
+        submitted = _SUBMITTED.search(stdout) or _SUBMITTED.search(output)
+        if submitted:
+            return SbatchResult(submitted.group(1), output, return_code=return_code)
+        outcome, reason = Outcome.UNCERTAIN, "sbatch printed no 'Submitted batch job N' line"
+    return SbatchResult(None, output, reason, outcome, return_code)
 
 
 def _first(error: Optional[re.Match[str]], output: str) -> str:
@@ -120,7 +123,10 @@ class Scheduler(Protocol):
         UnavailableError when the controller cannot say."""
         ...
 
-    def cancel(self, job_id: str) -> tuple[bool, str]: ...
+    def cancel(self, job_id: str) -> CommandResult:
+        """scancel's result (a job Slurm no longer knows counts as cancelled); raises
+        UnavailableError when scancel could not run or failed."""
+        ...
 
 
 class SlurmCommands:
@@ -138,43 +144,25 @@ class SlurmCommands:
         self.sbatch_args = tuple(sbatch_args)
 
     def submit(self, script_name: str, cwd: Path, comment: str) -> SbatchResult:
+        """Raises UnavailableError when sbatch cannot be run at all (nothing was queued)."""
         # The comment goes last among the options, so a site's sbatch_args cannot hide it.
         argv = [self.sbatch, *self.sbatch_args, f"--comment={comment}", script_name]
+        if not os.access(self.sbatch, os.X_OK):
+            raise UnavailableError(f"cannot run {self.sbatch}: missing or not executable")
         try:
-            process = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            return SbatchResult(
-                None, "", f"cannot run {self.sbatch}: {exc.strerror}", Outcome.UNREACHABLE
-            )
-        try:
-            stdout, stderr = process.communicate(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            # The whole group: a wrapper's children would otherwise keep the pipes open.
-            kill_process_group(process, grace=1.0)
-            process.communicate()
-            return SbatchResult(
-                None,
-                "",
-                f"sbatch did not answer within {self.timeout:g} s; the job may or may not have"
-                " been queued",
-                Outcome.UNCERTAIN,
-            )
-        return parse_sbatch(
-            stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace"), process.returncode
-        )
+            done = run_command(argv, timeout=self.timeout, cwd=str(cwd))
+        except UnavailableError as exc:
+            # It started (it is executable): a timeout may come after the job was queued.
+            reason = f"{exc.message}; the job may or may not have been queued"
+            return SbatchResult(None, "", reason, Outcome.UNCERTAIN, None)
+        return parse_sbatch(done.stdout, done.stderr, done.return_code)
 
     def find(self, comment: str) -> Optional[str]:
-        done = self._run(
-            self.sibling("squeue"), "--me", "--states=all", "--noheader", "--format=%i|%k"
+        done = run_command(
+            [self.sibling("squeue"), "--me", "--states=all", "--noheader", "--format=%i|%k"],
+            timeout=self.timeout,
         )
-        if done.returncode != 0:
+        if done.failed:
             raise UnavailableError(f"squeue failed: {_text(done)}")
         for line in done.stdout.splitlines():
             job_id, _, job_comment_text = line.partition("|")
@@ -182,26 +170,28 @@ class SlurmCommands:
                 return job_id.strip()
         return None
 
-    def cancel(self, job_id: str) -> tuple[bool, str]:
-        try:
-            done = self._run(_resolve(self.scancel_command, "scancel"), job_id)
-        except UnavailableError as exc:
-            return False, exc.message
-        text = _text(done)
-        if done.returncode != 0 and "Invalid job id" not in text:
-            return False, text or f"scancel exited with status {done.returncode}"
-        return True, text
+    def cancel(self, job_id: str) -> CommandResult:
+        done = run_command(
+            [_resolve(self.scancel_command, "scancel"), job_id], timeout=self.timeout
+        )
+        if done.failed and "Invalid job id" not in _text(done):
+            raise UnavailableError(f"scancel {job_id} failed: {done.describe()}")
+        return done
 
-    def ping(self) -> tuple[bool, str]:
-        """`scontrol ping`: is the controller up (its own one-line verdict)."""
-        done = self._run(self.sibling("scontrol"), "ping")
+    def ping(self) -> str:
+        """`scontrol ping`'s one-line verdict when the controller is up; UnavailableError
+        with that verdict otherwise."""
+        done = run_command([self.sibling("scontrol"), "ping"], timeout=self.timeout)
         text = _text(done)
-        return done.returncode == 0 and " is UP" in text, text.splitlines()[0] if text else ""
+        verdict = text.splitlines()[0] if text else ""
+        if done.failed or " is UP" not in text:
+            raise UnavailableError(f"scontrol ping: {verdict or 'no answer'}")
+        return verdict
 
     def show_config(self) -> dict[str, str]:
         """`scontrol show config` as Key -> value; raises UnavailableError when it fails."""
-        done = self._run(self.sibling("scontrol"), "show", "config")
-        if done.returncode != 0:
+        done = run_command([self.sibling("scontrol"), "show", "config"], timeout=self.timeout)
+        if done.failed:
             raise UnavailableError(f"scontrol show config failed: {_text(done)}")
         values: dict[str, str] = {}
         for line in done.stdout.splitlines():
@@ -214,14 +204,8 @@ class SlurmCommands:
         beside = os.path.join(os.path.dirname(self.sbatch), name)
         return beside if os.access(beside, os.X_OK) else _resolve(name, name)
 
-    def _run(self, *argv: str) -> subprocess.CompletedProcess[str]:
-        try:
-            return run_command(argv, timeout=self.timeout)
-        except OSError as exc:
-            raise UnavailableError(f"cannot run {argv[0]}: {exc.strerror}") from None
 
-
-def _text(done: subprocess.CompletedProcess[str]) -> str:
+def _text(done: CommandResult) -> str:
     return (done.stdout + done.stderr).strip()
 
 

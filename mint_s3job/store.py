@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Optional, Protocol, Union
 
+from mint_common.aws import aws_client, translate_aws_error
 from mint_common.errors import (
     AuthError,
     ConfigError,
@@ -22,9 +23,7 @@ from mint_common.errors import (
     MintError,
     NoInputError,
     TransferError,
-    UnavailableError,
 )
-from mint_common.logging import register_secret
 from mint_s3job.config import S3JobConfig
 
 log = logging.getLogger(__name__)
@@ -32,34 +31,14 @@ Progress = Callable[[int], None]
 SMALL_OBJECT_LIMIT = 1024 * 1024
 EXPECT_CONTINUE_FROM = 2 * 1024 * 1024
 
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "Forbidden",
-        "403",
-    }
-)
-_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# S3's own answers the shared AWS rules do not know: a lost conditional write, a missing
+# bucket or object (HEAD answers carry no code, only the status), a bucket in another region.
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "SlowDown",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-        "503",
-        "500",
-    }
+_MISSING_KEY_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_WRONG_BUCKET_CODES = frozenset(
+    {"InvalidBucketName", "PermanentRedirect", "AuthorizationHeaderMalformed"}
 )
+_AUTH_CODES = frozenset({"TokenRefreshRequired", "Forbidden"})
 
 
 @dataclass(frozen=True)
@@ -102,55 +81,24 @@ class PreconditionFailed(MintError):
     """A conditional write lost (the object exists, or changed since it was read)."""
 
 
-def translate(exc: BaseException, action: str, bucket: str) -> MintError:
-    """Map a botocore/boto3 exception to our error hierarchy (one place, every branch tested)."""
-    from botocore import exceptions as bce
+def translate_s3_error(exc: BaseException, action: str, bucket: str) -> MintError:
+    """The shared AWS translation, with S3's own codes classified for this bucket."""
 
-    if isinstance(exc, MintError):
-        return exc
-    if isinstance(exc, (bce.NoCredentialsError, bce.PartialCredentialsError)):
-        return AuthError(
-            f"{action}: no usable AWS credentials found",
-            hint="set AWS_PROFILE/'profile', or run on an instance with an IAM role",
-        )
-    if isinstance(exc, bce.ProfileNotFound):
-        return ConfigError(f"{action}: {exc}", hint="check the 'profile' key and ~/.aws/config")
-    if isinstance(exc, bce.NoRegionError):
-        return ConfigError(f"{action}: no AWS region configured", hint="set the 'region' key")
-    if isinstance(exc, bce.ClientError):
-        return _translate_client_error(exc, action, bucket)
-    if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionError, bce.HTTPClientError)):
-        return UnavailableError(f"{action}: cannot reach S3: {exc}")
-    if isinstance(exc, bce.BotoCoreError):
-        return UnavailableError(f"{action}: {exc}")
-    if isinstance(exc, OSError):
-        return TransferError(f"{action}: {exc}")
-    return UnavailableError(f"{action}: {type(exc).__name__}: {exc}")
+    def classify(code: str, status: int, detail: str) -> Optional[MintError]:
+        if code in _PRECONDITION_CODES or status == 412:
+            return PreconditionFailed(f"{action}: precondition failed ({detail})")
+        if code == "NoSuchBucket":
+            return ConfigError(f"{action}: bucket {bucket!r} does not exist")
+        if code in _WRONG_BUCKET_CODES:
+            return ConfigError(f"{action}: bucket {bucket!r} or its region is wrong ({detail})")
+        if code in _AUTH_CODES:
+            return AuthError(f"{action}: access denied ({detail})", hint=policy)
+        if code in _MISSING_KEY_CODES or status == 404:
+            return NoInputError(f"{action}: no such object ({detail})")
+        return None
 
-
-def _translate_client_error(exc: Any, action: str, bucket: str) -> MintError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    detail = f"{code or status}: {error.get('Message') or 'no message'}"
-    if code in _PRECONDITION_CODES or status == 412:
-        return PreconditionFailed(f"{action}: precondition failed ({detail})")
-    if code in _AUTH_CODES or status == 403:
-        return AuthError(
-            f"{action}: access denied by S3 ({detail})",
-            hint=f"check the IAM policy for bucket {bucket}",
-        )
-    if code == "NoSuchBucket":
-        return ConfigError(f"{action}: bucket {bucket!r} does not exist")
-    if code in ("InvalidBucketName", "PermanentRedirect", "AuthorizationHeaderMalformed"):
-        return ConfigError(f"{action}: bucket {bucket!r} or its region is wrong ({detail})")
-    if code in _MISSING_KEY_CODES or status == 404:
-        return NoInputError(f"{action}: no such object ({detail})")
-    if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-        return UnavailableError(f"{action}: S3 kept failing after retries ({detail})")
-    if 400 <= status < 500:
-        return InputError(f"{action}: S3 refused the request ({detail})")
-    return TransferError(f"{action}: {detail}")
+    policy = f"check the IAM policy for bucket {bucket}"
+    return translate_aws_error(exc, action, classify=classify, policy_hint=policy)
 
 
 class S3ObjectStore:
@@ -166,7 +114,7 @@ class S3ObjectStore:
         try:
             yield
         except Exception as exc:
-            translated = translate(exc, action, self.bucket)
+            translated = translate_s3_error(exc, action, self.bucket)
             if translated is exc:
                 raise
             raise translated from exc
@@ -336,22 +284,17 @@ def _progress(advance: Progress) -> Any:
 
 
 def make_client(config: S3JobConfig) -> Any:
-    """A boto3 S3 client whose retries are botocore's standard mode with our `retries`."""
-    import boto3
-    from botocore.config import Config
-
-    client_config = Config(
-        retries={"mode": "standard", "max_attempts": config.retries},
+    """A boto3 S3 client: botocore's standard retries, `retry.max_attempts` tries in all."""
+    client = aws_client(
+        "s3",
+        region=config.region,
+        max_attempts=config.retry.max_attempts,
+        profile=config.profile,
+        endpoint_url=config.endpoint_url,
         connect_timeout=config.connect_timeout,
         read_timeout=config.read_timeout,
         max_pool_connections=config.concurrency + 4,
     )
-    try:
-        session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
-        _register_credentials(session)
-        client = session.client("s3", endpoint_url=config.endpoint_url, config=client_config)
-    except Exception as exc:
-        raise translate(exc, "creating the S3 client", config.bucket or "?") from exc
     client.meta.events.register("before-sign.s3.PutObject", expect_continue_only_for_large_bodies)
     return client
 
@@ -370,16 +313,6 @@ def expect_continue_only_for_large_bodies(request: Any, **_kwargs: Any) -> None:
         del request.headers["Expect"]
 
 
-def _register_credentials(session: Any) -> None:
-    """Mask the secret key and session token in every log line (botocore's debug logs
-    print request headers, and the token travels in one)."""
-    credentials = session.get_credentials()
-    if credentials is not None:
-        frozen = credentials.get_frozen_credentials()
-        register_secret(frozen.secret_key)
-        register_secret(frozen.token)
-
-
 def open_store(config: S3JobConfig, bucket: Optional[str] = None) -> S3ObjectStore:
     return S3ObjectStore(config, bucket or config.require_bucket())
 
@@ -392,6 +325,6 @@ def session_facts(config: S3JobConfig) -> tuple[Optional[str], Optional[str]]:
         session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
         credentials = session.get_credentials()
     except Exception as exc:
-        raise translate(exc, "looking up AWS credentials", config.bucket or "?") from exc
+        raise translate_s3_error(exc, "looking up AWS credentials", config.bucket or "?") from exc
     method = getattr(credentials, "method", "unknown") if credentials is not None else None
     return method, session.region_name

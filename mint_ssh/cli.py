@@ -29,6 +29,7 @@ from mint_ssh.config import SshToolConfig, config_view
 if TYPE_CHECKING:
     from mint_ssh.connection import SshConnection
     from mint_ssh.hosts import HostSpec
+    from mint_ssh.records import RunRecord
     from mint_ssh.runner import RunOutcome
 
 log = logging.getLogger("mint_ssh")
@@ -94,7 +95,7 @@ def _summary(outcome: RunOutcome) -> dict[str, Any]:
 
 
 def _report(outcome: RunOutcome, exit_code_file: Optional[Path], json_file: Optional[Path]) -> None:
-    status = outcome.exit_status
+    status = outcome.return_code
     if exit_code_file is not None:
         atomic_write(exit_code_file, f"{status}\n", mode=0o644)
     if json_file is not None:
@@ -114,7 +115,7 @@ def _report(outcome: RunOutcome, exit_code_file: Optional[Path], json_file: Opti
         )
     if outcome.kept_remote:
         click.echo(f"remote working dir kept: {record.host}:{record.workdir}", err=True)
-    if status != 0:
+    if outcome.failed:
         raise JobFailed(f"the remote command exited with status {status}", job_exit_status=status)
     refused = outcome.downloaded.refused
     if refused:
@@ -306,11 +307,26 @@ def resume(
 @common_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON list for scripts.")
 def runs(as_json: bool) -> None:
-    """List the local run records (newest first)."""
-    from mint_common.timeutil import iso_from_epoch
+    """List the local run records (newest first).
+
+    A record that cannot be read is named in a warning; the others are listed, and the
+    command then exits 65."""
     from mint_ssh.records import RunStore
 
-    records = RunStore(_load().runs_dir).all()
+    records, unreadable = RunStore(_load().runs_dir).scan()
+    for problem in unreadable:
+        log.warning("skipping %s", problem.message)
+    _list_runs(records, as_json)
+    if unreadable:
+        raise InputError(
+            f"{len(unreadable)} run record(s) could not be read; the others are listed",
+            hint="move an unreadable record aside, or repair it",
+        )
+
+
+def _list_runs(records: list[RunRecord], as_json: bool) -> None:
+    from mint_common.timeutil import iso_from_epoch
+
     if as_json:
         emit_json([r.as_json() for r in records])
         return

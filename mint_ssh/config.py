@@ -19,13 +19,13 @@ class HostEntry:
     """One entry of the `hosts:` map; the same fields as an ssh_config `Host` block."""
 
     hostname: Optional[str] = None
-    port: Optional[int] = None
+    port: Optional[int] = dataclasses.field(default=None, metadata={"min": 1, "max": 65535})
     user: Optional[str] = None
     identity_file: Optional[list[str]] = None
     proxy_command: Optional[str] = None
     proxy_jump: Optional[str] = None
-    server_alive_interval: Optional[int] = None
-    server_alive_count_max: Optional[int] = None
+    server_alive_interval: Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
+    server_alive_count_max: Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
     user_known_hosts_file: Optional[list[str]] = None
     workdir_base: Optional[str] = None
     remote_program: Optional[str] = None
@@ -41,9 +41,7 @@ class SshToolConfig:
     workdir_base: str = "/tmp"  # noqa: S108 - a remote path, as the manuals describe
     remote_program: str = DEFAULT_PROGRAM
     state_dir: Optional[Path] = None
-    retry: RetryPolicy = dataclasses.field(
-        default_factory=lambda: RetryPolicy.parse_legacy("retry:5,60")
-    )
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy.legacy_default)
     connect_timeout: Duration = dataclasses.field(default=Duration(15.0), metadata={"above": 0})
     verify_sha256: bool = False
     accept_new_host_key: bool = False

@@ -1,7 +1,8 @@
 """The SSH adapter: one paramiko connection, host key checks, authentication, exec channels.
 
-paramiko is imported here and nowhere else; its exceptions become mint errors
-at this boundary (AuthError 77, UnavailableError 69, TransferError 74).
+paramiko is imported here and nowhere else (its ssh_config parser included); its exceptions
+become mint errors at this boundary (AuthError 77, UnavailableError 69, TransferError 74,
+ConfigError 78 for an ssh_config it cannot read).
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Optional, Protocol
 from mint_common.errors import AuthError, ConfigError, TransferError, UnavailableError
 from mint_ssh import protocol
 from mint_ssh.hosts import DEFAULT_IDENTITIES, NO_SUCH_NAME, HostSpec, no_such_name, parse_jump
+from mint_ssh.lazyimport import defer_import
 
 if TYPE_CHECKING:
     import paramiko
+
+# paramiko.config imports invoke (about 50 ms of start-up) only to run `Match exec` lines.
+defer_import("invoke")
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +61,22 @@ class ConnectionLost(UnavailableError):
 
 @dataclasses.dataclass(frozen=True)
 class ExecResult:
-    status: int
+    """A remote command's end, under the field names of `mint_common.proc.CommandResult`."""
+
+    return_code: int
     stdout: bytes
     stderr: bytes
     # A request that printed its first stdout line and now waits for its next step on stdin
     # (a start waits for `fetch`): still open, to be handed to `fetch`. None once it ended.
     pending: object = dataclasses.field(default=None, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.return_code == 0
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
 
     @property
     def text(self) -> str:
@@ -74,7 +89,7 @@ class ExecResult:
 def refused_by_gate(result: ExecResult) -> None:
     """Raise AuthError (77) when the remote `mint-ssh gate` refused the request."""
     text = result.error_text()
-    if result.status == GATE_REFUSED and "refused by the mint-ssh gate" in text:
+    if result.return_code == GATE_REFUSED and "refused by the mint-ssh gate" in text:
         line = text.splitlines()[-1].removeprefix("mint-ssh: error: ")
         if protocol.GATE_VERSION_MARK not in line:
             # Gates of protocol 1 did not know versions: every request of ours looks foreign
@@ -128,6 +143,16 @@ class RemoteHost(Protocol):
     ) -> ExecResult: ...
 
     def close(self) -> None: ...
+
+
+def read_ssh_config(path: Path, alias: str) -> dict[str, Any]:
+    """What the ssh_config file at `path` says for `alias` (paramiko's lower-case keys)."""
+    import paramiko
+
+    try:
+        return dict(paramiko.SSHConfig.from_path(str(path)).lookup(alias))
+    except (paramiko.SSHException, OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read ssh config {path}: {exc}") from exc
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -229,6 +254,22 @@ def _prompt(sock: socket.socket) -> socket.socket:
     prompt = _PromptAckSocket(fileno=sock.detach())
     prompt.settimeout(timeout)
     return prompt
+
+
+def _tune(transport: paramiko.Transport, known_types: set[str]) -> None:
+    """Rekeying, ciphers and host key types of a transport not yet started."""
+    # paramiko's own rekey after 512 MiB can stall channel opens (paramiko issue 822);
+    # OpenSSH servers rekey on their own schedule (RekeyLimit 1-4 GiB), so let them lead.
+    transport.packetizer.REKEY_BYTES = transport.packetizer.REKEY_PACKETS = CLIENT_REKEY_LIMIT
+    options = transport.get_security_options()
+    options.ciphers = tuple(
+        [c for c in FAST_CIPHERS if c in options.ciphers]
+        + [c for c in options.ciphers if c not in FAST_CIPHERS]
+    )
+    if known_types:
+        # the key types the host is already known by first, so it shows a key we can check
+        preferred = [t for t in _key_types_for(known_types) if t in options.key_types]
+        options.key_types = tuple(preferred + [t for t in options.key_types if t not in preferred])
 
 
 class SshConnection:
@@ -346,19 +387,7 @@ class SshConnection:
         transport = paramiko.Transport(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
-        # paramiko's own rekey after 512 MiB can stall channel opens (paramiko issue 822);
-        # OpenSSH servers rekey on their own schedule (RekeyLimit 1-4 GiB), so let them lead.
-        transport.packetizer.REKEY_BYTES = transport.packetizer.REKEY_PACKETS = CLIENT_REKEY_LIMIT
-        options = transport.get_security_options()
-        options.ciphers = tuple(
-            [c for c in FAST_CIPHERS if c in options.ciphers]
-            + [c for c in options.ciphers if c not in FAST_CIPHERS]
-        )
-        if known:
-            preferred = [t for t in _key_types_for(set(known.keys())) if t in options.key_types]
-            options.key_types = tuple(
-                preferred + [t for t in options.key_types if t not in preferred]
-            )
+        _tune(transport, set(known.keys()))
         try:
             transport.start_client(timeout=self.connect_timeout)
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -557,6 +586,15 @@ class SshConnection:
         """Read the rest of stdout (at most MAX_REPLY bytes) and stderr (its tail kept) to
         their end, both as they come; then the exit status."""
         out, err = bytearray(stdout), stderr or _Tail()
+        self._drain(channel, out, err, timeout)
+        while channel.recv_stderr_ready():
+            err.add(channel.recv_stderr(CHUNK))
+        return ExecResult(self._exit_status(channel), bytes(out), err.value())
+
+    def _drain(
+        self, channel: paramiko.Channel, out: bytearray, err: _Tail, timeout: Optional[float]
+    ) -> None:
+        """Read stdout into `out` and stderr into `err` until the remote side ends them."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not (channel.eof_received or channel.closed) or channel.recv_ready():
             if channel.recv_stderr_ready():
@@ -574,15 +612,16 @@ class SshConnection:
                 raise ConnectionLost(f"no reply from {self.spec.alias} within {timeout:g} s")
             else:
                 self._wait(channel, None if deadline is None else deadline - time.monotonic())
-        while channel.recv_stderr_ready():
-            err.add(channel.recv_stderr(CHUNK))
+
+    def _exit_status(self, channel: paramiko.Channel) -> int:
+        """The status the remote side sent, probing a silent link while it is awaited."""
         while not channel.status_event.wait(self.spec.server_alive_interval or 30):
             self._probe(self._probe_timeout())
         status = channel.recv_exit_status()
         channel.close()
         if status == -1:
             raise ConnectionLost(f"connection to {self.spec.alias} lost before the command ended")
-        return ExecResult(status, bytes(out), err.value())
+        return status
 
     def execute(self, command: str, *, timeout: float = 120.0) -> ExecResult:
         channel = self._open(command)

@@ -67,15 +67,15 @@ class HostChecks:
     def run_true(self) -> CheckOutcome:
         assert self.conn is not None
         result = self.conn.execute(protocol.noop(), timeout=30)
-        if result.status != 0:
-            return FAIL, f"`true` exited {result.status}: {result.error_text()}"
+        if result.failed:
+            return FAIL, f"`true` exited {result.return_code}: {result.error_text()}"
         return "`true` ran"
 
     def work_base(self) -> CheckOutcome:
         assert self.conn is not None and self.spec is not None
         probe = protocol.workdir_path(self.spec.workdir_base, uuid.uuid4().hex)
         made = self.conn.execute(protocol.make_workdir(probe))
-        if made.status != 0:
+        if made.failed:
             return FAIL, f"cannot create a dir in {self.spec.workdir_base}: {made.error_text()}"
         self.home = made.text.strip() or "/"
         self.conn.execute(protocol.remove(probe))
@@ -85,7 +85,7 @@ class HostChecks:
         assert self.conn is not None and self.spec is not None
         result = self.conn.execute(protocol.free_space(self.spec.workdir_base))
         lines = result.text.strip().splitlines()
-        if result.status != 0 or len(lines) < 2:
+        if result.failed or len(lines) < 2:
             return FAIL, f"df failed: {result.error_text()}"
         available_kib = int(lines[-1].split()[3])
         detail = f"{available_kib / 1024 / 1024:.1f} GiB free in {self.spec.workdir_base}"
@@ -97,7 +97,7 @@ class HostChecks:
         if program == "~" or program.startswith("~/"):
             program = self.home.rstrip("/") + program[1:]
         result = self.conn.execute(protocol.is_executable(program))
-        if result.status != 0:
+        if result.failed:
             return FAIL, f"{program} is missing or not executable"
         return f"{program} is executable"
 

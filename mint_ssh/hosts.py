@@ -13,10 +13,6 @@ from typing import Any, Callable, Optional, Union
 
 from mint_common.errors import ConfigError
 from mint_ssh.config import HostEntry, SshToolConfig
-from mint_ssh.lazyimport import defer_import
-
-# paramiko.config imports invoke (about 50 ms of start-up) only to run `Match exec` lines.
-defer_import("invoke")
 
 DEFAULT_IDENTITIES = ("id_ed25519", "id_ecdsa", "id_rsa")
 # Looks a host name up (socket.getaddrinfo's signature); raises socket.gaierror when it cannot.
@@ -144,17 +140,15 @@ def _from_entry(alias: str, entry: HostEntry, cfg: SshToolConfig) -> HostSpec:
 def _from_ssh_config(alias: str, cfg: SshToolConfig) -> tuple[HostSpec, list[str]]:
     """The host's settings, and the names the ssh config knows (its `Host` names without
     wildcards, plus `alias` when a pattern other than a bare `*` matches it)."""
-    import paramiko
+    # Only the SSH adapter imports paramiko (whose parser this is); imported here, not at the
+    # top, because the adapter imports this module and the local commands need neither.
+    from mint_ssh.connection import read_ssh_config
 
     path = cfg.ssh_config_path
     settings: dict[str, Any]
     known: list[str] = []
     if path.is_file():
-        try:
-            ssh_config = paramiko.SSHConfig.from_path(str(path))
-            settings = dict(ssh_config.lookup(alias))
-        except (paramiko.SSHException, OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read ssh config {path}: {exc}") from exc
+        settings = read_ssh_config(path, alias)
         source = f"ssh config {path}"
         known = _known_names(alias, _host_patterns(path))
     else:
@@ -201,38 +195,57 @@ def _build(
     workdir_base: Optional[str],
     remote_program: Optional[str],
 ) -> HostSpec:
-    identities = [_expand(p) for p in _as_list(settings.get("identityfile"))]
-    if not identities:
-        identities = [Path.home() / ".ssh" / name for name in DEFAULT_IDENTITIES]
-    known = settings.get("userknownhostsfile")
-    known_files = [_expand(p) for p in str(known).split()] if known else [cfg.known_hosts_path]
-    if cfg.known_hosts is not None and cfg.known_hosts_path not in known_files:
-        known_files.insert(0, cfg.known_hosts_path)
-    proxy_command = settings.get("proxycommand")
-    if proxy_command is not None and str(proxy_command).lower() == "none":
-        proxy_command = None
-    jump = settings.get("proxyjump")
-    jumps = tuple(j.strip() for j in str(jump).split(",") if j.strip()) if jump else ()
-    if jumps == ("none",):
-        jumps = ()
-    port = _int_setting(settings, "port", 22, source)
-    if not 0 < port < 65536:
-        raise ConfigError(f"{source}: port {port} is out of range")
     return HostSpec(
         alias=alias,
         hostname=str(settings.get("hostname") or alias),
-        port=port,
+        port=_port(settings, source),
         user=str(settings.get("user") or getpass.getuser()),
-        identity_files=tuple(identities),
-        proxy_command=str(proxy_command) if proxy_command else None,
-        proxy_jump=jumps,
+        identity_files=_identity_files(settings),
+        proxy_command=_proxy_command(settings),
+        proxy_jump=_proxy_jumps(settings),
         server_alive_interval=_int_setting(settings, "serveraliveinterval", 30, source),
         server_alive_count_max=_int_setting(settings, "serveralivecountmax", 3, source),
-        known_hosts_files=tuple(known_files),
+        known_hosts_files=_known_hosts_files(settings, cfg),
         workdir_base=workdir_base or cfg.workdir_base,
         remote_program=remote_program or cfg.remote_program,
         source=source,
     )
+
+
+def _identity_files(settings: dict[str, Any]) -> tuple[Path, ...]:
+    identities = [_expand(p) for p in _as_list(settings.get("identityfile"))]
+    if not identities:
+        identities = [Path.home() / ".ssh" / name for name in DEFAULT_IDENTITIES]
+    return tuple(identities)
+
+
+def _known_hosts_files(settings: dict[str, Any], cfg: SshToolConfig) -> tuple[Path, ...]:
+    """The host's UserKnownHostsFile; the tool's own `known_hosts` setting goes first."""
+    known = settings.get("userknownhostsfile")
+    known_files = [_expand(p) for p in str(known).split()] if known else [cfg.known_hosts_path]
+    if cfg.known_hosts is not None and cfg.known_hosts_path not in known_files:
+        known_files.insert(0, cfg.known_hosts_path)
+    return tuple(known_files)
+
+
+def _proxy_command(settings: dict[str, Any]) -> Optional[str]:
+    command = settings.get("proxycommand")
+    if not command or str(command).lower() == "none":
+        return None
+    return str(command)
+
+
+def _proxy_jumps(settings: dict[str, Any]) -> tuple[str, ...]:
+    jump = settings.get("proxyjump")
+    jumps = tuple(j.strip() for j in str(jump).split(",") if j.strip()) if jump else ()
+    return () if jumps == ("none",) else jumps
+
+
+def _port(settings: dict[str, Any], source: str) -> int:
+    port = _int_setting(settings, "port", 22, source)
+    if not 0 < port < 65536:
+        raise ConfigError(f"{source}: port {port} is out of range")
+    return port
 
 
 def parse_jump(jump: str) -> tuple[Optional[str], str, Optional[int]]:

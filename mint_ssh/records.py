@@ -15,6 +15,8 @@ from mint_common.timeutil import iso_from_epoch
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RUN_ID_PREFIX = re.compile(r"^[0-9a-f]{1,32}$")
 STATES = ("uploading", "running", "downloading", "done", "failed")
+UPLOADING, RUNNING, DOWNLOADING, DONE, FAILED = STATES
+ENDED = (DONE, FAILED)
 
 
 @dataclasses.dataclass
@@ -28,7 +30,7 @@ class RunRecord:
     get: list[str] = dataclasses.field(default_factory=list)
     exclude: list[str] = dataclasses.field(default_factory=list)
     keep: bool = False
-    state: str = "uploading"
+    state: str = UPLOADING
     pid: Optional[int] = None
     exit_status: Optional[int] = None
     output_offset: int = 0  # bytes of the command's stdout shown so far
@@ -92,7 +94,8 @@ class RunStore:
         """The one run id starting with `prefix` (see `mint-ssh runs`)."""
         if not RUN_ID_PREFIX.match(prefix):
             raise InputError(f"{prefix!r} is not a run id (hex digits; see `mint-ssh runs`)")
-        matches = [r.run_id for r in self.all() if r.run_id.startswith(prefix)]
+        # By file name: a record that cannot be read is still found, and `load` says why.
+        matches = [run_id for run_id in self._run_ids() if run_id.startswith(prefix)]
         if not matches:
             raise NoInputError(
                 f"no run {prefix} in {self.runs_dir}", hint="`mint-ssh runs` lists the runs"
@@ -104,17 +107,34 @@ class RunStore:
         return matches[0]
 
     def newest(self) -> str:
-        records = self.all()
+        records, unreadable = self.scan()
+        if unreadable:
+            # The unreadable one may be the newest: resuming an older run instead would surprise.
+            raise unreadable[0]
         if not records:
             raise NoInputError(f"no runs in {self.runs_dir}")
         return records[0].run_id
 
-    def all(self) -> list[RunRecord]:
-        """Every run, newest first."""
+    def scan(self) -> tuple[list[RunRecord], list[InputError]]:
+        """Every readable run, newest first, and why each other record could not be read."""
+        records: list[RunRecord] = []
+        unreadable: list[InputError] = []
+        for run_id in self._run_ids():
+            try:
+                records.append(self._read(self.path(run_id)))
+            except InputError as exc:
+                unreadable.append(exc)
+        records.sort(key=lambda r: r.created_at, reverse=True)
+        return records, unreadable
+
+    def _read(self, path: Path) -> RunRecord:
+        try:
+            data = JsonState(path).load(default={})
+        except OSError as exc:
+            raise InputError(f"run record {path} cannot be read: {exc.strerror}") from exc
+        return RunRecord.from_json(data, path)
+
+    def _run_ids(self) -> list[str]:
         if not self.runs_dir.is_dir():
             return []
-        records = []
-        for path in sorted(self.runs_dir.glob("*.json")):
-            if RUN_ID.match(path.stem):
-                records.append(RunRecord.from_json(JsonState(path).load(default={}), path))
-        return sorted(records, key=lambda r: r.created_at, reverse=True)
+        return sorted(p.stem for p in self.runs_dir.glob("*.json") if RUN_ID.match(p.stem))

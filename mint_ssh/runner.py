@@ -30,7 +30,16 @@ from mint_ssh.config import SshToolConfig
 from mint_ssh.connection import ConnectionLost, ExecResult, RemoteHost, refused_by_gate
 from mint_ssh.hosts import HostSpec
 from mint_ssh.inputs import Given, InputFile, as_input, expand_inputs
-from mint_ssh.records import RunRecord, RunStore
+from mint_ssh.records import (
+    DONE,
+    DOWNLOADING,
+    ENDED,
+    FAILED,
+    RUNNING,
+    UPLOADING,
+    RunRecord,
+    RunStore,
+)
 from mint_ssh.transfer import (
     UPLOAD_COMMAND_LIMIT,
     DownloadReport,
@@ -72,8 +81,17 @@ class RunOutcome:
     fetched_earlier: bool = False
 
     @property
-    def exit_status(self) -> int:
+    def return_code(self) -> int:
+        """The remote command's exit status (-1 when it is not known)."""
         return self.record.exit_status if self.record.exit_status is not None else -1
+
+    @property
+    def ok(self) -> bool:
+        return self.return_code == 0
+
+    @property
+    def failed(self) -> bool:
+        return not self.ok
 
 
 def check_inputs(inputs: Sequence[Given], dest: Path) -> list[InputFile]:
@@ -172,7 +190,7 @@ class RemoteRun:
         """Start the command detached (unless it was started before; the `carried` inputs go
         first on the same request) and follow it on the same channel, reconnecting as needed;
         its exit status. The request then waits to send the results (`fetch_and_clean`)."""
-        record.state = "running"
+        record.state = RUNNING
         self.store.save(record)
         command = record.command
         items = [item for _, item in carried]
@@ -207,16 +225,16 @@ class RemoteRun:
             result = self.with_reconnect("following the remote command", start_and_follow)
         finally:
             timer.cancel()
-        if result.status != 0:
+        if result.failed:
             refused_by_gate(result)
-            if items and result.status == protocol.UPLOAD_FAILED:
-                record.state = "failed"
+            if items and result.return_code == protocol.UPLOAD_FAILED:
+                record.state = FAILED
                 record.message = f"remote dir kept: {record.workdir}"
                 self.store.save(record)
                 raise upload_failed(record.workdir, items, result)
             raise JobFailed(
                 f"could not start {command[0]} on {self.spec.alias}:"
-                f" {result.error_text() or result.status}"
+                f" {result.error_text() or result.return_code}"
             )
         if record.inputs_with_start:
             self._inputs_in_place(record, items)
@@ -228,7 +246,7 @@ class RemoteRun:
         where = f"{self.spec.alias}:{record.workdir}"
         status = protocol.parse_exit_status(text)
         if timed_out or status is None:
-            record.state = "failed"
+            record.state = FAILED
             record.message = f"remote dir kept: {record.workdir}"
             self.store.save(record)
         if timed_out:
@@ -281,7 +299,7 @@ class RemoteRun:
     def fetch_and_clean(self, record: RunRecord) -> tuple[DownloadReport, bool]:
         """Download the results; remove the remote dir unless it must stay. (report, kept)"""
         dest = Path(record.dest)
-        record.state = "downloading"
+        record.state = DOWNLOADING
         self.store.save(record)
         failed = record.exit_status != 0
         outcome: dict[str, DownloadReport] = {}
@@ -312,7 +330,7 @@ class RemoteRun:
                 "kept the remote working dir %s:%s (%s)",
                 self.spec.alias,
                 record.workdir,
-                _kept_reason(record, report, result.error_text() or str(result.status)),
+                _kept_reason(record, report, result.error_text() or str(result.return_code)),
             )
         if record.get and report.files == 0:
             log.warning("no remote file matched --include %s", " ".join(record.get))
@@ -323,7 +341,7 @@ class RemoteRun:
                 len(report.unchanged),
                 ", ".join(report.unchanged[:5]),
             )
-        record.state = "failed" if failed else "done"
+        record.state = FAILED if failed else DONE
         record.message = "remote dir removed" if removed else f"remote dir kept: {record.workdir}"
         self.store.save(record)
         return report, not removed
@@ -406,7 +424,7 @@ def run_job(
     record = RunRecord(
         run_id=run_id,
         workdir=protocol.workdir_path(spec.workdir_base, run_id),
-        state="uploading",
+        state=UPLOADING,
         host=request.host,
         command=list(request.command),
         dest=str(request.dest.resolve()),
@@ -436,7 +454,7 @@ def _upload_or_fail(run: RemoteRun, record: RunRecord, files: list[InputFile]) -
     try:
         return run.upload(record, files)
     except BaseException as exc:
-        record.state = "failed"
+        record.state = FAILED
         record.message = f"not started: {describe(exc)}"
         run.store.save(record)
         raise
@@ -450,17 +468,17 @@ def resume_job(
     record = store.load(run_id)
     with SingleInstanceLock(store.lock_path(run_id)):
         record = store.load(run_id)
-        if record.state in ("done", "failed") and record.exit_status is None:
+        if record.state in ENDED and record.exit_status is None:
             raise InputError(
                 f"run {run_id} ended before its command ran or finished ({record.message});"
                 " there is nothing to resume",
                 hint="start it again with `mint-ssh run`",
             )
-        if record.state in ("done", "failed"):
+        if record.state in ENDED:
             return RunOutcome(
                 record, DownloadReport(), kept_remote="kept" in record.message, fetched_earlier=True
             )
-        if record.state == "uploading":
+        if record.state == UPLOADING:
             raise InputError(
                 f"run {run_id} stopped before its command started (state {record.state});"
                 " there is nothing to resume",
@@ -471,7 +489,7 @@ def resume_job(
         log.info("resuming run %s on %s (state %s)", run_id, spec.describe(), record.state)
         run = RemoteRun(spec, cfg, store, connector)
         with _attached(run, record):
-            if record.state == "running":
+            if record.state == RUNNING:
                 unconfirmed = run.describe(_unconfirmed_inputs(record))
                 record.exit_status = run.start_and_wait(record, None, unconfirmed)
             return _finish(run, record)
@@ -504,7 +522,7 @@ def _attached(run: RemoteRun, record: RunRecord) -> Iterator[None]:
 
 
 def _explain_interrupted(record: RunRecord, exc: BaseException) -> None:
-    if record.state in ("running", "downloading"):
+    if record.state in (RUNNING, DOWNLOADING):
         log.error(
             "lost the run %s (%s); the remote command keeps running in %s."
             " Resume with: mint-ssh resume %s",

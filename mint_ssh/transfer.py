@@ -36,7 +36,6 @@ class DownloadReport:
     # names that cannot be placed (`a` is a file, then `a/b` comes; a name too long here)
     conflicts: list[str] = dataclasses.field(default_factory=list)
     fetched: list[tuple[str, int]] = dataclasses.field(default_factory=list)  # (name, size)
-    excluded: int = 0  # names left out by --exclude
     unchanged: list[str] = dataclasses.field(default_factory=list)  # inputs left in place
 
 
@@ -104,7 +103,7 @@ def _upload_batch(
     label = items[0].name if len(items) == 1 else f"{len(items)} files"
     with transfer_progress(f"upload {label}", sum(item.size for item in items)) as advance:
         result = host.upload(protocol.upload(workdir, items), file_blocks(batch), advance)
-    if result.status != 0:
+    if result.failed:
         refused_by_gate(result)
         raise upload_failed(workdir, items, result)
     log_uploaded(items)
@@ -117,7 +116,7 @@ def upload_failed(
     check = "size or sha256" if any(item.sha256 for item in items) else "size"
     return TransferError(
         f"upload of {names} to {workdir} failed ({check} check on the remote side):"
-        f" {result.error_text() or f'exit status {result.status}'}"
+        f" {result.error_text() or f'exit status {result.return_code}'}"
     )
 
 
@@ -174,47 +173,70 @@ def extract_stream(
     report = DownloadReport()
     archive = TarStream(stream)
     with transfer_progress("download", None) as advance:
+        unpacker = _Unpacker(archive, dest, tag, advance, sources or {}, report)
         for member in archive.members():
             name = _member_name(member)
             if not name or name == "." or name.split("/")[0] == protocol.CONTROL_DIR:
                 continue
             if exclude and excluded_by(name, exclude):
-                report.excluded += member.isfile()
                 continue
-            try:
-                target = safe_join(dest, name)
-                if target.is_symlink():
-                    raise UnsafePathError(f"refusing to replace the symlink {target}")
-            except UnsafePathError as exc:
-                log.error("refused %r from the remote side: %s", member.name, exc)
-                report.refused.append(name)
-                continue
-            except OSError as exc:  # a name this file system cannot hold
-                log.warning("skipped %s: cannot place it in %s: %s", name, dest, exc.strerror)
-                report.conflicts.append(name)
-                continue
-            if member.isdir() or member.isfile():
-                origin = (sources or {}).get(name)
-                same_as = origin if origin is not None and _same_file(origin, target) else None
-                try:
-                    if not _place(archive, member, target, tag, advance, same_as):
-                        report.unchanged.append(name)
-                        continue
-                except (OSError, UnsafePathError) as exc:
-                    log.warning("skipped %s: cannot place it in %s: %s", name, dest, exc)
-                    report.conflicts.append(name)
-                    continue
-                if member.isfile():
-                    report.files += 1
-                    report.bytes += member.size
-                    report.fetched.append((name, member.size))
-            else:
-                detail = f" -> {member.linkname}" if member.linkname else ""
-                log.warning(
-                    "skipped %s %s%s: only regular files are fetched", _kind(member), name, detail
-                )
-                report.skipped.append(name)
+            unpacker.unpack(member, name)
     return report
+
+
+@dataclasses.dataclass
+class _Unpacker:
+    """Places the members of one result stream, noting each in `report`."""
+
+    archive: TarStream
+    dest: Path
+    tag: str
+    advance: Callable[[int], None]
+    sources: Mapping[str, Path]
+    report: DownloadReport
+
+    def unpack(self, member: tarfile.TarInfo, name: str) -> None:
+        # An unsafe name is refused whatever the member is: a symlink named `../x` too.
+        target = self._target(member, name)
+        if target is None:
+            return
+        if not (member.isdir() or member.isfile()):
+            detail = f" -> {member.linkname}" if member.linkname else ""
+            log.warning(
+                "skipped %s %s%s: only regular files are fetched", _kind(member), name, detail
+            )
+            self.report.skipped.append(name)
+            return
+        origin = self.sources.get(name)
+        same_as = origin if origin is not None and _same_file(origin, target) else None
+        try:
+            placed = _place(self.archive, member, target, self.tag, self.advance, same_as)
+        except (OSError, UnsafePathError) as exc:
+            log.warning("skipped %s: cannot place it in %s: %s", name, self.dest, exc)
+            self.report.conflicts.append(name)
+            return
+        if not placed:
+            self.report.unchanged.append(name)
+        elif member.isfile():
+            self.report.files += 1
+            self.report.bytes += member.size
+            self.report.fetched.append((name, member.size))
+
+    def _target(self, member: tarfile.TarInfo, name: str) -> Optional[Path]:
+        """Where `name` goes under dest; None (and noted) when it is unsafe or cannot go."""
+        try:
+            target = safe_join(self.dest, name)
+            if target.is_symlink():
+                raise UnsafePathError(f"refusing to replace the symlink {target}")
+        except UnsafePathError as exc:
+            log.error("refused %r from the remote side: %s", member.name, exc)
+            self.report.refused.append(name)
+            return None
+        except OSError as exc:  # a name this file system cannot hold
+            log.warning("skipped %s: cannot place it in %s: %s", name, self.dest, exc.strerror)
+            self.report.conflicts.append(name)
+            return None
+        return target
 
 
 def _same_file(source: Path, target: Path) -> bool:

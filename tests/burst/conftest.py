@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from mint_common.proc import CommandResult
+
 HERE = Path(__file__).resolve().parent
 RECORDED = HERE / "recorded"
 FAKES = HERE / "fakes"
 
 
-def recorded(name: str) -> subprocess.CompletedProcess[str]:
-    """A recorded command output as the CompletedProcess the adapters get from run_command."""
+def recorded(name: str, argv: Sequence[str] = ()) -> CommandResult:
+    """A recorded command output as the CommandResult the adapters get from run_command."""
     rc_file = RECORDED / f"{name}.rc"
     stderr_file = RECORDED / f"{name}.stderr"
-    return subprocess.CompletedProcess(
-        args=[name],
-        returncode=int(rc_file.read_text()) if rc_file.exists() else 0,
+    return CommandResult(
+        argv=tuple(argv) or (name,),
+        return_code=int(rc_file.read_text()) if rc_file.exists() else 0,
         stdout=(RECORDED / f"{name}.stdout").read_text(),
         stderr=stderr_file.read_text() if stderr_file.exists() else "",
     )
@@ -37,9 +38,9 @@ class RecordedRunner:
     choose: Callable[[list[str]], str]
     calls: list[list[str]]
 
-    def __call__(self, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    def __call__(self, argv: list[str], *, timeout: float) -> CommandResult:
         self.calls.append(list(argv))
-        return recorded(self.choose(list(argv)))
+        return recorded(self.choose(list(argv)), argv)
 
 
 @pytest.fixture

@@ -45,12 +45,12 @@ def config_file(tmp_path: Path, hosts_file: Path, ec2_server_world: Ec2World) ->
                 "state_file": str(tmp_path / "state" / "state.json"),
                 "image": ec2_server_world.ami,
                 "poll_interval": 1,
+                "retry": {"max_attempts": 2},
                 "ec2": {
                     "endpoint_url": ec2_server_world.endpoint_url,
                     "region": "us-east-1",
                     "subnets": [ec2_server_world.subnet],
                     "instance_types": ["t3.micro"],
-                    "max_attempts": 2,
                 },
             }
         )
@@ -446,14 +446,16 @@ def test_ec2_without_a_region_is_a_configuration_error(
     document = yaml.safe_load(config_file.read_text())
     del document["ec2"]["region"]
     config_file.write_text(yaml.safe_dump(document))
-    for args in (["once"], ["status"], ["check"]):
+    for args in (["once"], ["once", "--dry-run"], ["status"], ["check"]):
         result = invoke(*args, "--config", str(config_file))
         if args == ["status"]:
             # status reads only the state file and the scheduler: no region needed.
             assert result.exit_code == 0, result.output
             continue
         assert result.exit_code == 78, (args, result.output)
-        assert "needs a region: key 'ec2.region'" in result.output
+        # The wording of mint_common.aws, the same as mint-s3job's.
+        assert "no AWS region configured" in result.output, result.output
+        assert "set 'ec2.region'" in result.output and "NoRegionError" not in result.output
 
 
 def test_a_host_the_queue_lacks_is_a_configuration_error_at_start(

@@ -217,3 +217,31 @@ def test_the_state_file_lives_under_xdg_state_home(
         BurstConfig, "mint-burst", config_file=write(tmp_path / "c.yaml", COMMAND_PROVIDER)
     )
     assert config.state_file == tmp_path / "state-home" / "mint" / "burst" / "state.json"
+
+
+def test_retry_sets_the_aws_attempts_and_the_old_ec2_key_still_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    base = "image: ami-1\nflavor: t3.micro\n"
+    new = load_config(
+        BurstConfig,
+        "mint-burst",
+        config_file=write(
+            tmp_path / "new.yaml", base + "retry: {max_attempts: 4}\nec2: {subnets: [s-1]}\n"
+        ),
+    )
+    assert new.aws_max_attempts == 4 and "deprecated" not in caplog.text
+    old = load_config(
+        BurstConfig,
+        "mint-burst",
+        config_file=write(tmp_path / "old.yaml", base + "ec2: {subnets: [s-1], max_attempts: 3}\n"),
+    )
+    assert old.aws_max_attempts == 3
+    assert "'ec2.max_attempts' is deprecated" in caplog.text and "retry" in caplog.text
+    assert BurstConfig().aws_max_attempts == 5
+    with pytest.raises(ConfigError, match=r"key 'ec2\.max_attempts': must be at least 1"):
+        load_config(
+            BurstConfig,
+            "mint-burst",
+            config_file=write(tmp_path / "bad.yaml", base + "ec2: {max_attempts: 0}\n"),
+        )

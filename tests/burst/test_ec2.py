@@ -11,9 +11,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from mint_burst.config import BurstConfig, Ec2Settings
-from mint_burst.ec2 import CapacityError, Ec2Provider, make_client, translate
+from mint_burst.ec2 import CapacityError, Ec2Provider
 from mint_burst.provider import CLUSTER_TAG, NODE_TAG, LaunchRequest, render_user_data
-from mint_common.errors import AuthError, ConfigError, TryAgainLater, UnavailableError
+from mint_common.errors import AuthError, ConfigError, MintError, TryAgainLater, UnavailableError
+from mint_common.retry import RetryPolicy
 from tests.burst.conftest import Ec2World
 
 
@@ -177,26 +178,55 @@ def test_check_reports_a_refused_permission(ec2_world: Ec2World) -> None:
         ("Throttling", CapacityError),
         ("UnauthorizedOperation", AuthError),
         ("AuthFailure", AuthError),
+        ("RequestExpired", AuthError),
         ("InvalidAMIID.NotFound", ConfigError),
         ("InvalidSubnetID.NotFound", ConfigError),
         ("InternalError", UnavailableError),
     ],
-    ids=["capacity", "throttling", "unauthorized", "auth", "bad-ami", "bad-subnet", "other"],
+    ids=[
+        "capacity",
+        "throttling",
+        "unauthorized",
+        "auth",
+        "expired",
+        "bad-ami",
+        "bad-subnet",
+        "other",
+    ],
 )
-def test_translate_maps_error_codes(code: str, expected: type) -> None:
-    error = translate(ClientError({"Error": {"Code": code, "Message": "m"}}, "Op"), "launch c1")
-    assert type(error) is expected
-    assert code in error.message
+def test_ec2_errors_map_to_mint_errors(ec2_world: Ec2World, code: str, expected: type) -> None:
+    class Failing(FailingClient):
+        def describe_instances(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": code, "Message": "m"}}, "DescribeInstances")
+
+    provider = Ec2Provider(config_for(ec2_world), client=Failing(ec2_world.client, {}))
+    with pytest.raises(MintError) as caught:
+        provider.list_instances()
+    assert type(caught.value) is expected
+    assert code in caught.value.message and "list instances" in caught.value.message
 
 
-def test_client_uses_botocore_standard_retry_mode() -> None:
+def _client_retries(config: BurstConfig) -> Any:
+    return Ec2Provider(config).client.meta.config.retries
+
+
+def test_client_uses_botocore_standard_retry_mode_with_retry_max_attempts() -> None:
     config = BurstConfig(
         image="ami-1",
         flavor="t3.micro",
-        ec2=Ec2Settings(subnets=["subnet-1"], max_attempts=7, region="us-east-1"),
+        retry=RetryPolicy(max_attempts=7),
+        ec2=Ec2Settings(subnets=["subnet-1"], region="us-east-1"),
     )
-    client = make_client(config)
-    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
+    assert _client_retries(config) == {"mode": "standard", "total_max_attempts": 7}
+
+
+def test_the_old_ec2_max_attempts_still_sets_the_client_retries() -> None:
+    config = BurstConfig(
+        image="ami-1",
+        flavor="t3.micro",
+        ec2=Ec2Settings(subnets=["subnet-1"], max_attempts=3, region="us-east-1"),
+    )
+    assert _client_retries(config) == {"mode": "standard", "total_max_attempts": 3}
 
 
 def test_default_user_data_mounts_nfs_with_quoted_values(tmp_path: Path) -> None:

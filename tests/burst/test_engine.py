@@ -149,7 +149,7 @@ def test_launches_in_parallel_and_records_each_instance(
         "10.0.1.12",
     ]
     document = json.loads(config.state_file.read_text())
-    assert document["heartbeat"] == clock.now
+    assert document["heartbeat"]["epoch"] == clock.now
 
 
 def test_crash_after_launch_then_restart_adopts_and_does_not_launch_again(

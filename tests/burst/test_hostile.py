@@ -122,7 +122,7 @@ def test_a_flood_on_stderr_keeps_only_its_tail(tmp_path: Path) -> None:
         "import sys\nsys.stderr.write('x' * 3_000_000 + '\\nlast words\\n')\nsys.exit(1)\n",
     )
     result = run_command([noisy], timeout=60, max_output=1000)
-    assert result.returncode == 1
+    assert result.return_code == 1
     assert len(result.stderr) == 1000 and result.stderr.endswith("\nlast words\n")
 
 

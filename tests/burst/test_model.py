@@ -8,6 +8,7 @@ import pytest
 
 from mint_burst.model import BOOTING, JOINED, Instance, NodeRecord, NodeTable, utc_day
 from mint_common.errors import InputError
+from mint_common.heartbeat import Heartbeat
 
 
 def at(text: str) -> float:
@@ -39,7 +40,7 @@ def test_state_round_trip_and_malformed_content() -> None:
         records={"c2": NodeRecord("c2", "10.0.0.2", BOOTING, 5.0, 6.0, "i-2", "tok")},
         orphans=[Instance("i-9", "c9", "10.0.0.9", "running", 3.0)],
         backoffs={"c5.large@subnet-1": 99.0},
-        heartbeat=7.0,
+        heartbeat=Heartbeat(7.0),
     )
     again = NodeTable.from_json(table.to_json(), "state.json")
     assert again == table

@@ -229,3 +229,25 @@ def test_a_skip_is_not_a_failure_but_does_not_satisfy_a_prerequisite() -> None:
     assert runner.results[-1].status == FAIL
     assert runner.render(as_json=False, title="t", stream=io.StringIO()) == 1
     assert PASS not in [r.status for r in runner.results]
+
+
+def test_tables_and_progress_follow_the_terminal_override(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mint_common.output import emit_table
+    from mint_common.progress import transfer_progress
+
+    with terminal_override(Terminal(False, True, True)):
+        emit_table(("id", "state"), [("3f2a" * 8, "done")], title="runs")
+        with transfer_progress("upload", 10) as advance:
+            advance(10)
+    shown = capsys.readouterr()
+    assert "┃" in shown.out or "│" in shown.out
+    assert "3f2a" * 8 in shown.out
+    with terminal_override(Terminal(False, False, False)):
+        emit_table(("id", "state"), [("3f2a" * 8, "done")])
+        with transfer_progress("upload", 10) as advance:
+            advance(10)
+    plain = capsys.readouterr()
+    assert plain.out == f"id\tstate\n{'3f2a' * 8}\tdone\n"
+    assert plain.err == ""

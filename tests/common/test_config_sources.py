@@ -20,6 +20,7 @@ from mint_common.config import (
     tool_state_dir,
 )
 from mint_common.errors import ConfigError
+from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
 
 
@@ -188,3 +189,29 @@ def test_effective_config_is_debug_except_at_daemon_start(
     assert "tok-123456789" not in first.getMessage()
     assert first.getMessage().startswith('effective configuration: {"connect_timeout": 10.0')
     assert second.getMessage() == 'effective configuration: {"a": 1}'
+
+
+@dataclasses.dataclass(frozen=True)
+class WithRetry:
+    retry: RetryPolicy = dataclasses.field(default_factory=RetryPolicy)
+
+
+def test_a_retry_mapping_comes_from_an_environment_variable(tmp_path: Path) -> None:
+    cfg = load_config(
+        WithRetry,
+        "mint-demo",
+        environ={"MINT_DEMO_RETRY": "{max_attempts: 3, base_delay: 0.5}"},
+        system_dir=tmp_path,
+        user_dir=tmp_path,
+    )
+    assert (cfg.retry.max_attempts, cfg.retry.base_delay) == (3, 0.5)
+
+
+def test_the_effective_configuration_shows_settings_not_machinery(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="mint-demo"):
+        log_effective_config(logging.getLogger("mint-demo"), WithRetry(), at_start=True)
+    text = caplog.records[0].getMessage()
+    assert '"max_attempts": 5' in text
+    assert "clock" not in text and "rng" not in text and "sleep" not in text

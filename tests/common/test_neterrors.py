@@ -119,3 +119,35 @@ def test_proxy_refusing_the_tunnel_names_the_target_and_the_answer(refusing_prox
 def test_an_unknown_error_falls_back_to_its_text_cut_short() -> None:
     line = network_error_line(ValueError("x" * 500), target="h:1")
     assert line.startswith("cannot talk to h:1: ") and len(line) < 250
+
+
+class _HangUp(socketserver.StreamRequestHandler):
+    """A server that reads the request and closes the connection without a reply."""
+
+    def handle(self) -> None:
+        while self.rfile.readline().strip():
+            pass
+
+
+def test_a_connection_closed_without_a_reply_is_said_to_break() -> None:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HangUp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = int(server.server_address[1])
+    try:
+        exc = _failure(f"http://127.0.0.1:{port}/x")
+    finally:
+        server.shutdown()
+        server.server_close()
+    # the chain names no endpoint here: the caller's target is used
+    assert network_error_line(exc, target=f"127.0.0.1:{port}") == (
+        f"connection to 127.0.0.1:{port} broke: Remote end closed connection without response"
+    )
+
+
+def test_a_connect_timeout_without_a_socket_error_says_timed_out() -> None:
+    exc = requests.exceptions.ConnectTimeout("pool timed out")
+    assert network_error_line(exc, target="h:1") == "cannot connect to h:1: timed out"
+    plain_timeout = requests.exceptions.ConnectionError("x")
+    plain_timeout.__cause__ = TimeoutError(110, "Connection timed out")
+    assert network_error_line(plain_timeout, target="h:1") == "cannot connect to h:1: timed out"

@@ -89,9 +89,27 @@ def test_require_extra_names_the_pip_command() -> None:
 
 def test_run_command_captures_output_and_status() -> None:
     result = run_command(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout=10)
-    assert (result.returncode, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert (result.return_code, result.stdout, result.stderr) == (3, "out\n", "err\n")
+    assert result.failed and not result.ok
+    assert result.argv == ("sh", "-c", "echo out; echo err >&2; exit 3")
+    assert result.describe() == "sh exited with status 3: err"
     assert run_command(["cat"], timeout=10, input_text="in").stdout == "in"
     assert run_command(["sh", "-c", "echo $X"], timeout=10, env={"X": "y"}).stdout == "y\n"
+
+
+def test_command_result_tail_and_cwd(tmp_path: Path) -> None:
+    result = run_command(
+        ["sh", "-c", "pwd; printf 'a\\n\\nb\\nc\\n' >&2"], timeout=10, cwd=str(tmp_path)
+    )
+    assert result.ok and result.stdout.strip() == str(tmp_path)
+    assert result.tail() == "c"
+    assert result.tail(2) == "b | c"
+    assert result.tail(0) == ""
+    assert result.tail(stream="stdout") == str(tmp_path)
+    quiet = run_command(["sh", "-c", "echo only-out; exit 2"], timeout=10)
+    assert quiet.describe() == "sh exited with status 2: only-out"
+    with pytest.raises(UnavailableError, match="no directory"):
+        run_command(["true"], timeout=10, cwd=str(tmp_path / "missing"))
 
 
 def test_run_command_missing_program_or_timeout_is_unavailable(tmp_path: Path) -> None:

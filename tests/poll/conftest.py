@@ -16,7 +16,7 @@ from mint_poll.agent import Agent
 from mint_poll.api import DistcompApi, RemoteSideApi
 from mint_poll.config import PollConfig, build_api, load_poll_config
 from mint_poll.server import Broker, DistcompServer
-from mint_poll.state import StateStore
+from mint_poll.state import CalcStore
 
 TOKEN = "0123456789abcdef" * 4
 SITE = "nims-dev"
@@ -109,7 +109,7 @@ def make_agent(tmp_path: Path, server: DistcompServer) -> AgentFactory:
         base.mkdir(exist_ok=True)
         config = load(base, server.url, **overrides)
         api = build_api(config)
-        store = StateStore(config.state_dir)
+        store = CalcStore(config.state_dir)
         store.ensure()
         return Agent(config, wrap(api) if wrap else api, store)
 

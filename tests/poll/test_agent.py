@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mint_poll.agent import Agent
+from mint_common.errors import UnavailableError
+from mint_poll.agent import Agent, RetryPause, StoppedWhileWaiting, build_agent
 from mint_poll.api import STDERR_NAME, STDOUT_NAME, DistcompApi, Reply
 from mint_poll.config import build_api
-from mint_poll.server import Broker, DistcompServer
-from mint_poll.state import CalcRecord, StateStore
-from tests.poll.conftest import SITE, AgentFactory, fetch, register
+from mint_poll.mime import BINARY_WORDS, mime_words
+from mint_poll.runner import run_command_in
+from mint_poll.server import Broker, DistcompServer, Hostile, free_port
+from mint_poll.state import CalcRecord, CalcStore
+from tests.poll.conftest import SITE, AgentFactory, fetch, load, register
 
 BINARY = bytes(range(256)) * 4
 
@@ -146,6 +150,19 @@ def test_result_file_over_the_2_gib_base64_limit_is_refused_not_sent(
     result = workflow.get_calc_result(accept_id, tmp_path / "r")
     assert [f.name for f in result.missing] == ["big.dat"]
     assert "2 GiB" in (result.missing[0].error or "")
+    assert [r.name for r in record.results if r.too_large] == ["big.dat"]
+    assert str(tmp_path) not in (record.reason or ""), "the server is told the name, not a path"
+
+
+def test_a_missing_result_whose_name_mentions_2_gib_is_not_taken_for_an_oversized_one(
+    make_agent: AgentFactory, workflow: DistcompApi, tmp_path: Path
+) -> None:
+    register(workflow, tmp_path, results=("result.txt", "over 2 GiB.txt"))
+    script = "echo ok > result.txt"
+    record = make_agent(commands={"run.sh": ["/bin/sh", "-c", script]}).poll_once().record
+    assert record is not None and record.step == "done"
+    assert record.outcome == "completed", record.reason
+    assert not any(r.too_large for r in record.results)
 
 
 class RestartBeforeCalcEnd:
@@ -237,6 +254,30 @@ def test_resume_after_a_crash_does_not_rerun_and_delivers_once(
     assert len(runs) == 1
     assert fetch(workflow, accept_id, tmp_path)["result.txt"] == b"done\n"
     assert restarted.poll_once().record is None
+
+
+@pytest.mark.parametrize(
+    ("progress", "step"),
+    [("status:flying", "failed"), ("status:got return", "done")],
+    ids=["unknown", "known"],
+)
+def test_resume_fails_a_calculation_whose_server_progress_is_unknown(
+    make_agent: AgentFactory,
+    workflow: DistcompApi,
+    server: DistcompServer,
+    tmp_path: Path,
+    progress: str,
+    step: str,
+) -> None:
+    register(workflow, tmp_path, command="count.sh")
+    with pytest.raises(SystemExit):
+        make_agent(wrap=lambda api: DieAt(api, "calc_start")).poll_once()
+    answer = json.dumps({"errors": [{"code": 200, "message": progress}]}).encode()
+    server.hostile("calc-progress", Hostile(lambda: [answer], process=False))
+    (record,) = make_agent().resume_unfinished()
+    assert record.step == step
+    if step == "failed":
+        assert record.message == "the server reports an unknown progress 'flying'"
 
 
 def test_crash_while_the_command_runs_reports_abnormal_on_resume(
@@ -356,7 +397,7 @@ def test_https_end_to_end_with_the_site_ca(tmp_path: Path, broker: Broker) -> No
     with server, DistcompApi(server.url, TOKEN, verify=tls.ca) as wf:
         accept_id = register(wf, tmp_path)
         config = load(tmp_path, server.url, ca_bundle=str(tls.ca))
-        store = StateStore(config.state_dir)
+        store = CalcStore(config.state_dir)
         store.ensure()
         record = Agent(config, build_api(config), store).poll_once().record
         assert record is not None and record.outcome == "completed"
@@ -408,7 +449,7 @@ def test_command_environment_has_calc_vars_and_none_of_the_agents_settings(
 
 
 def test_a_corrupt_record_is_skipped_by_status_and_left_untouched(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
+    store = CalcStore(tmp_path / "state")
     store.ensure()
     store.save(CalcRecord("good", SITE, str(tmp_path), ""))
     broken = store.calcs / "broken.json"
@@ -438,3 +479,54 @@ def test_parameters_never_fetched_are_released_and_picked_up_again(
     assert record is not None and record.step == "done" and record.outcome == "completed"
     assert record.workdir == str(tmp_path / "calc" / accept_id)
     assert fetch(workflow, accept_id, tmp_path)["result.txt"] == b"hello\n"
+
+
+@pytest.mark.parametrize(
+    ("script", "return_code", "ok"),
+    [("exit 0", 0, True), ("exit 3", 3, False), ("kill -9 $$", -9, False)],
+    ids=["success", "non-zero", "signal"],
+)
+def test_a_run_result_has_the_command_result_field_names(
+    tmp_path: Path, script: str, return_code: int, ok: bool
+) -> None:
+    result = run_command_in(
+        ["/bin/sh", "-c", script],
+        tmp_path,
+        stdout_path=tmp_path / "out",
+        stderr_path=tmp_path / "err",
+        env={},
+        timeout=30,
+        stop=threading.Event(),
+        grace=1,
+    )
+    assert (result.return_code, result.ok, result.failed) == (return_code, ok, not ok)
+
+
+def test_mime_words_come_from_file_and_fall_back_to_binary(tmp_path: Path) -> None:
+    text = tmp_path / "note.txt"
+    text.write_text("plain words\n")
+    assert mime_words(text) == ("text/plain;", "charset=us-ascii")
+    # `file` exits 0 for a missing path but prints no mime pair: described as binary
+    assert mime_words(tmp_path / "absent") == BINARY_WORDS
+
+
+def test_a_retry_pause_beats_through_its_length_and_ends_on_stop() -> None:
+    stop = threading.Event()
+    pause = RetryPause(stop, every=0.01)
+    beats: list[None] = []
+    pause.on_wait = lambda: beats.append(None)
+    pause(0.05)
+    assert len(beats) >= 2, "a pause longer than `every` beats more than once"
+    stop.set()
+    beats.clear()
+    with pytest.raises(StoppedWhileWaiting):
+        pause(60)
+    assert len(beats) == 1
+
+
+def test_the_agent_beats_while_it_waits_to_retry(tmp_path: Path) -> None:
+    config = load(tmp_path, f"http://127.0.0.1:{free_port()}")
+    agent = build_agent(config, threading.Event(), daemon=False)
+    with pytest.raises(UnavailableError):
+        agent.poll_once()
+    assert agent.store.heartbeat()["state"] == "retrying"  # type: ignore[index]

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mint_common.errors import ConfigError, UsageError
+from mint_common.retry import RetryPolicy
 from mint_poll.config import CommandSpec, load_poll_config
 from mint_poll.legacy import parse_legacy
 from tests.poll.conftest import TOKEN, write_token
@@ -30,11 +31,14 @@ def config_file(tmp_path: Path, **settings: Any) -> Path:
 
 def test_defaults_follow_the_legacy_client(tmp_path: Path) -> None:
     config = load_poll_config(config_file(tmp_path))
+    # manual 1.0.1: 5 retries 60 s apart; the same as `retry:5,60` written out (and as mint-ssh)
+    assert config.retry == RetryPolicy.parse_legacy("retry:5,60")
     assert (config.retry.max_attempts, config.retry.base_delay, config.retry.jitter) == (
-        5,
+        6,
         60.0,
         False,
     )
+    assert config.retry.backoff == 1.0 and config.retry.max_delay == 60.0
     assert config.calc_base == Path("/tmp")
     assert config.poll_interval == 60 and config.max_parallel == 1 and config.stop_grace == 30
     assert config.token.reveal() == TOKEN

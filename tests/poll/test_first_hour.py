@@ -24,7 +24,7 @@ from mint_common.terminal import Terminal, terminal_override
 from mint_poll.api import DistcompApi
 from mint_poll.cli import main
 from mint_poll.server import DistcompServer, free_port
-from mint_poll.state import CalcRecord, StateStore
+from mint_poll.state import CalcRecord, CalcStore
 from tests.helpers import BIN
 from tests.poll.certs import make_tls_files
 from tests.poll.conftest import SITE, TOKEN, register, write_config
@@ -128,7 +128,7 @@ def _record(accept_id: str, accepted_at: str, step: str = "done") -> CalcRecord:
 
 @pytest.fixture
 def state_dir(tmp_path: Path) -> Path:
-    store = StateStore(tmp_path / "state")
+    store = CalcStore(tmp_path / "state")
     store.ensure()
     # an older release wrote UTC; at a site west of UTC the newer record's text sorts first
     store.save(_record("older-" + LONG_ID, "2026-11-30T00:30:00+00:00"))
@@ -161,7 +161,7 @@ def test_status_json_is_newest_first_with_iso_times(state_dir: Path) -> None:
 
 
 def test_heartbeat_carries_beat_at_and_keeps_the_old_fields(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
+    store = CalcStore(tmp_path / "state")
     store.ensure()
     store.beat("idle")
     result = CliRunner().invoke(main, ["status", "--json", "--state-dir", str(store.root)])
@@ -279,7 +279,7 @@ def test_the_old_state_dir_moves_and_its_unfinished_calculation_is_resumed(
 ) -> None:
     accept_id = register(workflow, tmp_path)
     xdg = tmp_path / "xdg"
-    old = StateStore(xdg / "mint-poll")
+    old = CalcStore(xdg / "mint-poll")
     old.ensure()
     unfinished = _record(accept_id, "2026-11-30T00:30:00+00:00", step="receiving")
     unfinished.workdir = str(tmp_path / "calc" / accept_id)
@@ -481,7 +481,7 @@ def test_check_says_the_old_state_dir_will_be_moved_and_moves_nothing(
     server: DistcompServer, tmp_path: Path
 ) -> None:
     xdg = tmp_path / "xdg"
-    StateStore(xdg / "mint-poll").ensure()
+    CalcStore(xdg / "mint-poll").ensure()
     config = write_config(tmp_path, server.url, min_free_mb=1)
     settings = yaml.safe_load(config.read_text())
     del settings["state_dir"]

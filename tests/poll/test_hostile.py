@@ -30,6 +30,7 @@ from mint_poll.server import (
     deep_nesting,
     huge_number,
     many_strings,
+    many_values,
     reply_code,
     slow,
 )
@@ -106,8 +107,15 @@ SURROGATE_NAME = {
         (many_strings(100, MIB), "too much text held"),
         (huge_number(100_000_000), "token too long"),
         (deep_nesting(10_000_000), "nested too deeply"),
+        (many_values(10_000_000), "too many values"),
     ],
-    ids=["surrogate-file-name", "many-large-strings-100MB", "number-100MB", "nesting-10MB"],
+    ids=[
+        "surrogate-file-name",
+        "many-large-strings-100MB",
+        "number-100MB",
+        "nesting-10MB",
+        "values-20MB",
+    ],
 )
 def test_poisoned_calc_params_are_refused_early_with_default_bounds(
     server: DistcompServer,

@@ -21,7 +21,7 @@ from mint_common.errors import UnavailableError
 from mint_poll.agent import Agent
 from mint_poll.api import STD_NAMES, DistcompApi, PollAnswer
 from mint_poll.server import Answer, Broker, DistcompServer
-from mint_poll.state import CalcRecord, StateStore
+from mint_poll.state import CalcRecord, CalcStore
 from mint_poll.workdirs import prune
 from tests.poll.conftest import SERVER_COMMANDS, SITE, AgentFactory, fetch, register
 
@@ -236,7 +236,7 @@ def test_a_record_written_before_the_proof_keeps_its_directory_and_says_so_once(
     workdir = calc_base / "0b1c9a6e-6f5e-4a43-9d9e-3b0d6f1e2a77"
     workdir.mkdir(parents=True)
     (workdir / "result.txt").write_text("old")
-    store = StateStore(tmp_path / "state")
+    store = CalcStore(tmp_path / "state")
     store.ensure()
     # What mint-poll wrote before it kept a proof of creation: no created_dir.
     old_record = {

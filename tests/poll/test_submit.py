@@ -113,6 +113,24 @@ def test_abnormal_run_exits_1_and_still_writes_the_logs_and_results(
 
 
 @pytest.mark.usefixtures("agent")
+def test_a_failed_submit_goes_through_the_error_ladder_with_hint_and_traceback(
+    config: Path, work: Path
+) -> None:
+    quiet = invoke(config, *submit_args("fail.sh"), cwd=work)
+    assert quiet.exit_code == 1
+    lines = quiet.stderr.splitlines()
+    assert lines[-2].startswith("mint-poll: error: the remote run of 'fail.sh' ended 'abnormal'")
+    # --out-dir defaults to the current directory: the file is named as the user will open it
+    assert lines[-1] == f"mint-poll: hint: the command's own error output is {STDERR_NAME}"
+    assert "Traceback" not in quiet.stderr
+    verbose = invoke(config, "-v", *submit_args("fail.sh"), cwd=work)
+    assert verbose.exit_code == 1
+    assert "Traceback (most recent call last)" in verbose.stderr
+    assert "mint_common.errors.JobFailed" in verbose.stderr
+    assert f"mint-poll: hint: the command's own error output is {STDERR_NAME}" in verbose.stderr
+
+
+@pytest.mark.usefixtures("agent")
 def test_missing_result_file_is_listed_and_exits_1(config: Path, work: Path) -> None:
     result = invoke(config, *submit_args("partial.sh", results=["one.txt", "two.txt"]), cwd=work)
     assert result.exit_code == 1
@@ -159,6 +177,7 @@ def test_timeout_force_cancels_the_registration_and_exits_75(
     assert server.broker.progress_of(summary["accept_id"]) is None
     assert server_table(server) == {}
     assert "force-cancelled on the server" in result.stderr
+    assert "mint-poll: hint: give a longer --timeout" in result.stderr
 
 
 def test_sigterm_force_cancels_the_registration_then_exits(tmp_path: Path, work: Path) -> None:
@@ -168,7 +187,10 @@ def test_sigterm_force_cancels_the_registration_then_exits(tmp_path: Path, work:
     assert returncode == 128 + signal.SIGTERM
     summary = summary_of(stdout)
     assert summary["status"] == "interrupted" and summary["cancelled"] is True
-    assert "interrupted by SIGTERM" in stderr
+    error, hint = stderr.splitlines()[-2:]
+    assert error == "mint-poll: error: interrupted by SIGTERM"
+    assert hint.startswith(f"mint-poll: hint: calculation {summary['accept_id']} was at ")
+    assert hint.endswith("the registration was force-cancelled on the server")
 
 
 def _submit_then_sigterm(config: Path, work: Path, server: ServeProcess) -> tuple[str, str, int]:
@@ -214,6 +236,9 @@ def test_hostile_result_names_are_refused_and_nothing_is_written_outside(
         assert not place.exists(), place
     assert not Path("/etc/x").exists()
     assert "refused unsafe result file name(s)" in result.stderr
+    assert "mint-poll: hint: ask the site why its command writes such result file names" in (
+        result.stderr
+    )
 
 
 def test_result_files_nobody_asked_for_are_named_and_not_written(

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import signal
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from rich.console import Console
 
 from mint_poll.config import load_poll_config
 from mint_poll.submit import (
@@ -26,7 +23,6 @@ from mint_poll.submit import (
     signal_name,
 )
 from mint_poll.submit_args import LOG_NAMES, SubmitRequest
-from mint_poll.submit_display import LogLineDisplay, _StatusLine, format_elapsed, make_display
 
 REQUEST = SubmitRequest(
     site_id="nims-dev",
@@ -164,60 +160,6 @@ def test_sha256_of_a_file_matches_hashlib(tmp_path: Path) -> None:
 )
 def test_signal_names(number: Optional[int], name: str) -> None:
     assert signal_name(number) == name
-
-
-@pytest.mark.parametrize(
-    ("seconds", "shown"),
-    [(0, "0:00"), (59.9, "0:59"), (75.4, "1:15"), (3723, "1:02:03"), (-1, "0:00")],
-    ids=["zero", "under-a-minute", "minutes", "hours", "negative"],
-)
-def test_elapsed_time_format(seconds: float, shown: str) -> None:
-    assert format_elapsed(seconds) == shown
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_log_lines_come_once_per_state_change(caplog: pytest.LogCaptureFixture) -> None:
-    clock = FakeClock()
-    display = LogLineDisplay(ACCEPT_ID, clock=clock)
-    with caplog.at_level(logging.INFO, logger="mint_poll.submit_display"):
-        for progress, at in [("not start", 1), ("not start", 2), ("running", 65), ("running", 70)]:
-            clock.now = 1000.0 + at
-            display.state(progress)
-    assert [r.getMessage() for r in caplog.records] == [
-        f"calculation {ACCEPT_ID}: not start (after 0:01)",
-        f"calculation {ACCEPT_ID}: running (after 1:05)",
-    ]
-
-
-def test_live_status_line_shows_state_and_ticking_elapsed_time() -> None:
-    clock = FakeClock()
-    line = _StatusLine(ACCEPT_ID, clock)
-    line.progress = "running"
-    clock.now += 83
-    console = Console(file=io.StringIO(), width=120, color_system=None)
-    with console.capture() as captured:
-        console.print(line)
-    assert captured.get().strip() == f"calculation {ACCEPT_ID}  running  1:23 elapsed"
-
-
-def test_display_is_live_only_on_a_terminal() -> None:
-    class Tty(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    assert isinstance(make_display(ACCEPT_ID, stream=io.StringIO()), LogLineDisplay)
-    live = make_display(ACCEPT_ID, stream=Tty())
-    assert not isinstance(live, LogLineDisplay)
-    with live:
-        live.state("running")
-    assert isinstance(make_display(ACCEPT_ID, stream=Tty(), live=False), LogLineDisplay)
 
 
 @pytest.mark.parametrize(

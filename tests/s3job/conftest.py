@@ -24,6 +24,7 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import make_server
 
+from mint_common.retry import RetryPolicy
 from mint_s3job.config import S3JobConfig
 from mint_s3job.store import S3ObjectStore
 
@@ -88,7 +89,7 @@ def config(moto_endpoint: str, bucket: str, tmp_path: Path) -> S3JobConfig:
         bucket=bucket,
         endpoint_url=moto_endpoint,
         region="us-east-1",
-        retries=2,
+        retry=RetryPolicy(max_attempts=3),
         poll_interval=0.05,
         workdir=tmp_path / "headnode" / "job-aws",
         rescan_interval=3600.0,
@@ -139,7 +140,7 @@ def cli_env(config: S3JobConfig, fake_slurm: FakeSlurm) -> dict[str, str]:
         MINT_S3JOB_ENDPOINT_URL=str(config.endpoint_url),
         MINT_S3JOB_REGION="us-east-1",
         MINT_S3JOB_POLL_INTERVAL="0.1",
-        MINT_S3JOB_RETRIES="2",
+        MINT_S3JOB_RETRY="retry:2,0",
     )
     return env
 

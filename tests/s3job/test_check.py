@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
-from mint_s3job.check import run_checks
+import pytest
+
+from mint_common.files import JsonState
+from mint_common.heartbeat import Heartbeat
+from mint_common.timeutil import Duration
+from mint_s3job.check import _heartbeat, run_checks
 from mint_s3job.config import S3JobConfig
+from mint_s3job.dispatch import state_dir
 from mint_s3job.store import S3ObjectStore
 
 
@@ -50,3 +58,47 @@ def test_check_skips_what_depends_on_an_unreachable_bucket(
     assert results["bucket reachable"][0] == "fail"
     assert "does not exist" in results["bucket reachable"][1]
     assert results["write"][0] == "skip" and results["conditional write"][0] == "skip"
+
+
+def _beat_seconds_ago(config: S3JobConfig, seconds: float, *, legacy: bool = False) -> None:
+    assert config.workdir is not None
+    beat = Heartbeat(time.time() - seconds)
+    value: Any = beat.to_json()["at"] if legacy else beat.to_json()
+    state = {"heartbeat": value, "host": "head1", "pid": 4321}
+    JsonState(state_dir(config.workdir) / "dispatch-state.json").save(state)
+
+
+# Stalled after 3 intervals (stale_after): 5 s either side of it, so a slow machine
+# cannot move a beat across the threshold.
+@pytest.mark.parametrize(
+    ("age", "status"),
+    [(3 * 600 - 5, "pass"), (3 * 600 + 5, "warn")],
+    ids=["just-under-three-intervals", "just-over-three-intervals"],
+)
+@pytest.mark.parametrize("legacy", [False, True], ids=["heartbeat-object", "iso-string"])
+def test_dispatcher_heartbeat_is_stalled_after_three_watch_intervals(
+    config: S3JobConfig, age: float, status: str, legacy: bool
+) -> None:
+    config = replace(config, watch_interval=Duration(600))
+    _beat_seconds_ago(config, age, legacy=legacy)
+    assert config.workdir is not None
+    row = _heartbeat(config.workdir, config.watch_interval)
+    assert row.status == status, row.detail
+    assert "head1 (pid 4321)" in row.detail
+    assert ("stalled" in row.detail) is (status == "warn")
+
+
+def test_dispatcher_heartbeat_with_a_last_error_warns(config: S3JobConfig) -> None:
+    _beat_seconds_ago(config, 1)
+    assert config.workdir is not None
+    path = state_dir(config.workdir) / "dispatch-state.json"
+    state = JsonState(path).load()
+    JsonState(path).save({**state, "last_error": "job job-1: boom"})
+    row = _heartbeat(config.workdir, config.watch_interval)
+    assert row.status == "warn" and row.detail.endswith("last error: job job-1: boom")
+
+
+def test_dispatcher_heartbeat_missing_warns(config: S3JobConfig) -> None:
+    assert config.workdir is not None
+    row = _heartbeat(config.workdir, config.watch_interval)
+    assert row.status == "warn" and "no heartbeat yet" in row.detail

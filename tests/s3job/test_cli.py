@@ -9,10 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
+from mint_common.terminal import Terminal, terminal_override
+from mint_s3job import jobs
 from mint_s3job.cli import main
 from mint_s3job.store import S3ObjectStore
 from tests.helpers import run_tool
@@ -128,6 +131,58 @@ def test_wait_exit_codes(cli_env: dict[str, str], tmp_path: Path, fake_slurm: Fa
     assert "Invalid partition name specified" in failed.stderr
     timed_out = run_tool("mint-s3job", "wait", "job-ok", "--timeout", "0.3", env=cli_env)
     assert timed_out.returncode == 75 and "still JOB_SUBMIT" in timed_out.stderr
+
+
+def _wait_in_process(
+    cli_env: dict[str, str],
+    store: S3ObjectStore,
+    term: Terminal,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Result:
+    """`mint-s3job wait` on a job that moves from JOB_SUBMIT to JOB_COMPLETE while waited on:
+    the state changes right after `wait` first saw JOB_SUBMIT, however slow its start."""
+    store.put_bytes("job-w/job-aws-run.sh", b"#!/bin/bash\n")
+    store.put_bytes("job-w/job-aws-stat.txt", b"JOB_SUBMIT\n")
+    looks = []
+
+    def look_then_complete(*args: Any, **kwargs: Any) -> Any:
+        status = real_job_status(*args, **kwargs)
+        looks.append(status)
+        if len(looks) == 1:
+            store.put_bytes("job-w/job-aws-stat.txt", b"JOB_COMPLETE\n")
+        return status
+
+    real_job_status = jobs.job_status
+    monkeypatch.setattr(jobs, "job_status", look_then_complete)
+    with terminal_override(term):
+        return CliRunner().invoke(
+            main, ["wait", "job-w", "--timeout", "30"], env=cli_env, catch_exceptions=False
+        )
+
+
+def test_wait_without_a_terminal_logs_one_line_per_state(
+    cli_env: dict[str, str], store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _wait_in_process(cli_env, store, Terminal(False, False, False), monkeypatch)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "JOB_COMPLETE\n"
+    lines = [line for line in result.stderr.splitlines() if "job job-w:" in line]
+    assert [line.split("job job-w: ")[1].split(" (after")[0] for line in lines] == [
+        "JOB_SUBMIT",
+        "JOB_COMPLETE",
+    ]
+    assert "\x1b[" not in result.stderr
+
+
+def test_wait_on_a_terminal_draws_the_live_line(
+    cli_env: dict[str, str], store: S3ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = _wait_in_process(cli_env, store, Terminal(False, False, True), monkeypatch)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "JOB_COMPLETE\n"
+    assert "job job-w  JOB_COMPLETE  0:0" in result.stderr
+    assert "next check in" in result.stderr
+    assert "job job-w:" not in result.stderr
 
 
 def test_submit_errors_have_documented_exit_codes(cli_env: dict[str, str], tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ import pytest
 
 from mint_common.errors import UnavailableError
 from mint_common.files import JsonState
+from mint_common.heartbeat import Heartbeat
+from mint_common.proc import CommandResult
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher, job_record_path, state_dir, watch
 from mint_s3job.jobs import cancel_job, job_status
@@ -203,8 +205,8 @@ class _FastJob:
     def find(self, comment: str) -> None:
         return None
 
-    def cancel(self, job_id: str) -> tuple[bool, str]:
-        return True, ""
+    def cancel(self, job_id: str) -> CommandResult:
+        return CommandResult(("scancel", job_id), 0)
 
 
 def test_late_job_submit_never_overwrites_job_complete(
@@ -221,12 +223,28 @@ def test_watch_writes_a_heartbeat_every_loop(
     store: S3ObjectStore, config: S3JobConfig, tmp_path: Path, fake_slurm: FakeSlurm
 ) -> None:
     _submit(store, tmp_path, "job-w")
-    reports: list[Any] = []
-    watch(_dispatcher(store, config), 0.01, on_report=reports.append, max_runs=2)
-    assert len(reports) == 2 and reports[0].submitted and not reports[1].submitted
     assert config.workdir is not None
-    state = JsonState(state_dir(config.workdir) / "dispatch-state.json").load()
-    assert state["heartbeat"] and state["pid"] == os.getpid()
+    ticks = iter(float(t) for t in range(10_000, 20_000, 100))
+    dispatcher = Dispatcher(
+        store,
+        SlurmCommands("sbatch", "scancel", 30),
+        config.workdir,
+        config,
+        clock=lambda: next(ticks),
+    )
+    state_file = JsonState(state_dir(config.workdir) / "dispatch-state.json")
+    beats: list[Any] = []
+
+    def after_each_run(report: Any) -> None:
+        state = state_file.load()
+        beats.append(Heartbeat.from_json(state["heartbeat"]))
+        assert state["pid"] == os.getpid()
+
+    watch(dispatcher, 0.01, on_report=after_each_run, max_runs=3)
+    assert len(beats) == 3 and None not in beats
+    epochs = [beat.epoch for beat in beats]
+    # Each loop beats anew, with the dispatcher's own clock.
+    assert epochs == sorted(set(epochs)) and epochs[0] >= 10_000
 
 
 def test_ten_dispatchers_at_once_submit_each_job_exactly_once(
@@ -269,12 +287,25 @@ def test_ten_dispatchers_at_once_submit_each_job_exactly_once(
 
 @pytest.mark.parametrize("prefix", ["..", ".hidden"], ids=["dotdot", "hidden"])
 def test_odd_top_level_prefixes_are_ignored(
-    store: S3ObjectStore, config: S3JobConfig, fake_slurm: FakeSlurm, prefix: str
+    store: S3ObjectStore,
+    config: S3JobConfig,
+    fake_slurm: FakeSlurm,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store.put_bytes(f"{prefix}/job-aws-run.sh", b"#!/bin/bash\n")
     store.put_bytes(f"{prefix}/job-aws-stat.txt", b"FILE_UPLOAD\n")
-    report = _dispatcher(store, config).run_once()
-    assert report.submitted == [] and fake_slurm.calls() == []
+    dispatcher = _dispatcher(store, config)
+    # The first run lists the whole bucket, the second only its top-level prefixes:
+    # neither looks at a dot prefix (`check`'s probes live under one), not even to refuse it.
+    reports = [dispatcher.run_once(), dispatcher.run_once()]
+    assert [r.full_scan for r in reports] == [True, False]
+    assert [r.examined for r in reports] == [0, 0]
+    assert all(r.submitted == [] for r in reports) and fake_slurm.calls() == []
+    assert config.workdir is not None
+    jobs = JsonState(state_dir(config.workdir) / "dispatch-state.json").load()["jobs"]
+    assert prefix not in jobs
+    assert "ignoring prefix" not in caplog.text
 
 
 def test_input_that_does_not_match_the_submit_manifest_is_refused(
@@ -319,8 +350,8 @@ class _LostAnswer:
             raise UnavailableError("squeue failed: Socket timed out on send/recv operation")
         return self.known[comment]
 
-    def cancel(self, job_id: str) -> tuple[bool, str]:
-        return True, ""
+    def cancel(self, job_id: str) -> CommandResult:
+        return CommandResult(("scancel", job_id), 0)
 
 
 def test_lost_sbatch_answer_is_looked_up_not_resubmitted(

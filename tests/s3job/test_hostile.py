@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from mint_common.errors import UnavailableError
 from mint_common.files import JsonState
+from mint_common.proc import CommandResult
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher, state_dir, watch
 from mint_s3job.fetch import fetch
@@ -227,8 +228,8 @@ class _PlantsSymlinks:
     def find(self, comment: str) -> None:
         return None
 
-    def cancel(self, job_id: str) -> tuple[bool, str]:
-        return True, ""
+    def cancel(self, job_id: str) -> CommandResult:
+        return CommandResult(("scancel", job_id), 0)
 
 
 def test_local_files_are_never_written_through_a_symlink(
@@ -314,7 +315,7 @@ class _CancelExplodes:
     def find(self, comment: str) -> None:
         return None
 
-    def cancel(self, job_id: str) -> tuple[bool, str]:
+    def cancel(self, job_id: str) -> CommandResult:
         raise RuntimeError("scancel wrapper crashed")
 
 

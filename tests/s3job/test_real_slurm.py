@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 import pytest
 
+from mint_common.retry import RetryPolicy
 from mint_s3job.check import run_checks
 from mint_s3job.config import S3JobConfig
 from mint_s3job.dispatch import Dispatcher, load_record
@@ -94,14 +95,14 @@ def head_node(tmp_path: Path, moto_endpoint: str, bucket: str) -> HeadNode:
         bucket=bucket,
         endpoint_url=moto_endpoint,
         region="us-east-1",
-        retries=1,
+        retry=RetryPolicy(max_attempts=2),
         workdir=root / "job-aws",
         rescan_interval=3600.0,
         poll_interval=0.2,
     )
     (root / "etc" / "mint-s3job.yaml").write_text(
         f"bucket: {bucket}\nendpoint_url: {moto_endpoint}\nregion: us-east-1\n"
-        f"workdir: {config.workdir}\nretries: 1\n"
+        f"workdir: {config.workdir}\nretry: {{max_attempts: 2}}\n"
     )
     (root / "etc" / "aws-credentials").write_text(
         "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"

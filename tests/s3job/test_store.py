@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from botocore import exceptions as bce
 from moto import mock_aws
 
+from mint_common.config import load_config
 from mint_common.errors import (
     AuthError,
     ConfigError,
@@ -21,12 +23,13 @@ from mint_common.errors import (
     TransferError,
     UnavailableError,
 )
+from mint_common.retry import RetryPolicy
 from mint_s3job.config import S3JobConfig
 from mint_s3job.store import (
     EXPECT_CONTINUE_FROM,
     PreconditionFailed,
     S3ObjectStore,
-    translate,
+    translate_s3_error,
 )
 
 from .conftest import FlakyProxy
@@ -56,7 +59,10 @@ def _client_error(code: str, status: int) -> bce.ClientError:
         (_client_error("InternalError", 500), UnavailableError),
         (_client_error("TooManyRequests", 429), UnavailableError),
         (_client_error("EntityTooLarge", 400), InputError),
-        (_client_error("Weird", 0), TransferError),
+        (_client_error("Weird", 0), UnavailableError),
+        (_client_error("TokenRefreshRequired", 400), AuthError),
+        (_client_error("AuthorizationHeaderMalformed", 400), ConfigError),
+        (_client_error("NotFound", 404), NoInputError),
         (bce.NoCredentialsError(), AuthError),
         (bce.PartialCredentialsError(provider="env", cred_var="secret"), AuthError),
         (bce.ProfileNotFound(profile="nope"), ConfigError),
@@ -73,18 +79,18 @@ def _client_error(code: str, status: int) -> bce.ClientError:
     ),
 )
 def test_translate_maps_every_kind_of_error(exc: BaseException, expected: type[MintError]) -> None:
-    translated = translate(exc, "writing s3://b/k", "b")
+    translated = translate_s3_error(exc, "writing s3://b/k", "b")
     assert type(translated) is expected
     assert "writing s3://b/k" in translated.message
 
 
 def test_translate_keeps_our_own_errors() -> None:
     mine = NoInputError("x")
-    assert translate(mine, "a", "b") is mine
+    assert translate_s3_error(mine, "a", "b") is mine
 
 
 def test_access_denied_names_the_bucket_in_the_hint() -> None:
-    error = translate(_client_error("AccessDenied", 403), "listing", "my-jobs")
+    error = translate_s3_error(_client_error("AccessDenied", 403), "listing", "my-jobs")
     assert error.hint is not None and "my-jobs" in error.hint
 
 
@@ -138,14 +144,48 @@ def test_botocore_retries_throttling_and_server_errors(
     assert proxied_store.get_bytes("job1/big.bin") == b"z" * 1000
 
 
-def test_retries_are_bounded_by_the_retries_setting(
-    proxied_store: S3ObjectStore, flaky_proxy: FlakyProxy
+@pytest.mark.parametrize("attempts", [1, 2, 4], ids=["one", "two", "four"])
+def test_tries_are_bounded_by_retry_max_attempts(
+    proxied_store: S3ObjectStore, flaky_proxy: FlakyProxy, attempts: int
 ) -> None:
-    store = S3ObjectStore(replace(proxied_store.config, retries=1), proxied_store.bucket)
+    config = replace(proxied_store.config, retry=RetryPolicy(max_attempts=attempts))
+    store = S3ObjectStore(config, proxied_store.bucket)
+    flaky_proxy.fail_next(10, 503, "SlowDown")
+    with pytest.raises(UnavailableError, match="SlowDown"):
+        store.put_bytes("job1/a.txt", b"hello")
+    assert flaky_proxy.failed == attempts  # the first try included
+
+
+def test_the_old_retries_key_still_counts_retries_with_a_warning(
+    proxied_store: S3ObjectStore,
+    flaky_proxy: FlakyProxy,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config_file = tmp_path / "mint-s3job.yaml"
+    config_file.write_text("retries: 1\n")
+    with caplog.at_level(logging.WARNING, logger="mint_s3job.config"):
+        loaded = load_config(S3JobConfig, "mint-s3job", config_file=config_file, cli={})
+    assert loaded.retry.max_attempts == 2
+    assert "'retries' is deprecated" in caplog.text and "use 'retry'" in caplog.text
+    config = replace(proxied_store.config, retry=loaded.retry)
+    store = S3ObjectStore(config, proxied_store.bucket)
     flaky_proxy.fail_next(10, 503, "SlowDown")
     with pytest.raises(UnavailableError, match="SlowDown"):
         store.put_bytes("job1/a.txt", b"hello")
     assert flaky_proxy.failed == 2
+
+
+def test_the_new_retry_key_loads_without_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_file = tmp_path / "mint-s3job.yaml"
+    config_file.write_text("retry: {max_attempts: 5}\n")
+    with caplog.at_level(logging.WARNING, logger="mint_s3job.config"):
+        loaded = load_config(S3JobConfig, "mint-s3job", config_file=config_file, cli={})
+    assert loaded.retry.max_attempts == 5 and loaded.retries is None
+    assert "deprecated" not in caplog.text
+    assert S3JobConfig().retry.max_attempts == 8  # the 7 retries of before, plus the first try
 
 
 def test_only_large_puts_wait_for_100_continue(store: S3ObjectStore, tmp_path: Path) -> None:

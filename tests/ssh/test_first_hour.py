@@ -128,6 +128,12 @@ def test_durations_from_the_environment_and_the_variable_named_in_errors(
     assert negative.exit_code == 78
     assert "environment variable MINT_SSH_CONNECT_TIMEOUT" in negative.stderr
     assert "greater than 0" in negative.stderr
+    zero = _cli(three_runs, "runs", env={"MINT_SSH_TIMEOUT": "0"})
+    assert zero.exit_code == 78
+    assert (
+        "environment variable MINT_SSH_TIMEOUT: key 'timeout': must be greater than 0, got 0"
+        in zero.stderr
+    )
     words = _cli(three_runs, "runs", env={"MINT_SSH_TIMEOUT": "soon"})
     assert words.exit_code == 78
     assert "MINT_SSH_TIMEOUT" in words.stderr

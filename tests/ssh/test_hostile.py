@@ -244,7 +244,7 @@ def test_a_short_reply_that_does_not_end_is_refused(connection: SshConnection) -
 
 def test_only_the_tail_of_a_stderr_flood_is_kept(connection: SshConnection) -> None:
     result = connection.execute("head -c 20000000 /dev/zero | tr '\\0' x >&2; echo end >&2")
-    assert result.status == 0
+    assert result.return_code == 0
     dropped = 20_000_000 + len("end\n") - STDERR_KEEP
     assert result.stderr == (
         f"[{dropped} earlier bytes of remote stderr not kept]\n".encode()

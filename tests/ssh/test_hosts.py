@@ -190,3 +190,48 @@ def test_example_config_loads(tmp_path: Path) -> None:
     assert cfg.retry.max_attempts == 6
     spec = resolve_host("ssh-node01", cfg, lookup=_found)
     assert spec.proxy_command is not None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("port", "0", "must be 1 or more, got 0"),
+        ("port", "70000", "must be 65535 or less, got 70000"),
+        ("server_alive_interval", "-5", "must be 0 or more, got -5"),
+        ("server_alive_count_max", "-1", "must be 0 or more, got -1"),
+    ],
+    ids=["port-0", "port-too-big", "negative-interval", "negative-count"],
+)
+def test_a_host_entry_out_of_range_is_refused_naming_the_file(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, f"hosts:\n  n:\n    {key}: {value}\n")
+    expected = f"{tmp_path / 'mint-ssh.yaml'}: key \"hosts['n'].{key}\": {problem}"
+    assert str(caught.value) == expected
+
+
+def test_the_default_retry_is_the_legacy_one_six_attempts_sixty_seconds_apart() -> None:
+    retry = SshToolConfig().retry
+    assert (retry.max_attempts, retry.base_delay, retry.max_delay) == (6, 60.0, 60.0)
+    assert (retry.backoff, retry.jitter) == (1.0, False)
+
+
+def test_none_switches_proxies_off_and_the_tools_known_hosts_goes_first(tmp_path: Path) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        "Host plain\n  HostName calc.example.jp\n  ProxyCommand none\n  ProxyJump none\n"
+        f"  UserKnownHostsFile {tmp_path}/kh1\n"
+    )
+    cfg = _config(tmp_path, f"ssh_config: {ssh_config}\nknown_hosts: {tmp_path}/tool_kh\n")
+    spec = resolve_host("plain", cfg)
+    assert (spec.proxy_command, spec.proxy_jump) == (None, ())
+    assert spec.known_hosts_files == (tmp_path / "tool_kh", tmp_path / "kh1")
+
+
+def test_a_port_out_of_range_in_the_ssh_config_is_a_config_error(tmp_path: Path) -> None:
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text("Host far\n  HostName calc.example.jp\n  Port 70000\n")
+    with pytest.raises(ConfigError) as caught:
+        resolve_host("far", _config(tmp_path, f"ssh_config: {ssh_config}\n"))
+    assert str(caught.value) == f"ssh config {ssh_config}: port 70000 is out of range"

@@ -108,7 +108,7 @@ def test_a_small_run_makes_one_request(setup: SshSetup, bench: _Bench) -> None:
         dest=setup.dest,
     )
     outcome = run_job(bench.spec, bench.cfg, request, bench.connector)
-    assert outcome.exit_status == 0
+    assert outcome.return_code == 0
     # The start carries the inputs in and, once the command has ended, the results out.
     (start,) = bench.operations()
     assert (start.kind, start.patterns) == ("start", ())
@@ -137,7 +137,7 @@ def test_inputs_too_long_for_the_start_go_in_upload_requests_first(
         keep=True,
     )
     outcome = run_job(bench.spec, bench.cfg, request, bench.connector)
-    assert outcome.exit_status == 0
+    assert outcome.return_code == 0
     kinds = [op.kind for op in bench.operations()]
     assert kinds[-1] == "start" and set(kinds[:-1]) == {"upload"}
     assert len(kinds) > 2
@@ -211,7 +211,7 @@ def test_resume_of_an_unconfirmed_start_sends_the_inputs(setup: SshSetup, bench:
     record.inputs_with_start = True
     RunStore(bench.cfg.runs_dir).save(record)
     outcome = resume_job(RUN_ID, lambda alias: bench.spec, bench.cfg, bench.connector)
-    assert outcome.exit_status == 0
+    assert outcome.return_code == 0
     assert (setup.dest / "out.txt").read_bytes() == b"resumed input\n"
     assert [op.kind for op in bench.operations()] == ["start"]
     assert bench.operations()[0].files[0].name == "in.txt"
@@ -251,7 +251,7 @@ def test_a_start_that_ended_after_its_status_is_fetched_afresh(
         result = conn.fetch(protocol.fetch(str(workdir)), unpack, paused.pending)
     finally:
         conn.close()
-    assert result.status == 0 and result.stdout.endswith(b"removed\n")
+    assert result.return_code == 0 and result.stdout.endswith(b"removed\n")
     assert [r.files for r in reports] == [1]
     assert (setup.dest / "result.txt").read_text() == "r\n"
     assert not workdir.exists()

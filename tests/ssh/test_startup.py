@@ -113,6 +113,6 @@ def test_direct_connection_sends_at_once_and_acknowledges_promptly(setup: SshSet
         if hasattr(socket, "TCP_QUICKACK"):
             assert isinstance(sock, _PromptAckSocket)
         result = conn.execute("printf 'a%.0s' $(seq 50000)")
-        assert result.status == 0 and result.stdout == b"a" * 50000
+        assert result.return_code == 0 and result.stdout == b"a" * 50000
     finally:
         conn.close()

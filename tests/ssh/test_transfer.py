@@ -141,6 +141,22 @@ def test_unsafe_names_are_refused(tmp_path: Path, name: str) -> None:
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
+@pytest.mark.parametrize("kind", ["symlink", "fifo"], ids=["symlink", "fifo"])
+def test_an_unsafe_name_is_refused_whatever_the_member_is(tmp_path: Path, kind: str) -> None:
+    """A refusal fails the run (65); a skip only warns: the name is judged before the kind."""
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    report = extract_stream(_tar([("../escape", kind, b"/etc/passwd")]), dest)
+    assert (report.refused, report.skipped) == (["../escape"], [])
+
+
+def test_excluded_names_and_the_dirs_under_them_are_passed_over(tmp_path: Path) -> None:
+    members = [("./a.log", "file", b"l"), ("./logs/x", "file", b"x"), ("./ok", "file", b"ok")]
+    report = extract_stream(_tar(members), tmp_path, exclude=["*.log", "logs"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
+    assert report.fetched == [("ok", 2)]
+
+
 def test_symlink_in_dest_is_not_written_through(tmp_path: Path) -> None:
     dest, outside = tmp_path / "dest", tmp_path / "outside"
     dest.mkdir()
