@@ -73,8 +73,19 @@ from mint_poll.api import (
     RemoteSideApi,
     UnknownCalculation,
 )
+from mint_poll.batch import (
+    BatchJob,
+    BatchRefused,
+    BatchRunner,
+    BatchSettings,
+    JobState,
+    JobView,
+    RunnerKind,
+    make_scheduler,
+)
 from mint_poll.config import CommandSpec, PollConfig
 from mint_poll.mime import mime_words
+from mint_poll.pacing import Pacer
 from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
 from mint_poll.state import STOPPED, CalcRecord, CalcStore, ResultEntry, Step
 from mint_poll.stream import TooLargeError, check_encodable
@@ -92,6 +103,13 @@ STAGING_PREFIX = ".mint-poll-"
 #: What an accept_id may be to name a directory and a record file (the server sends UUIDs):
 #: one plain name, no leading dot (so never `.`, `..` or a staging name), short enough to fit.
 ACCEPT_ID_FORM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+#: A job not yet started: calc-start waits (see docs: "Running calculations on your cluster").
+_NOT_STARTED = (JobState.SUBMITTING, JobState.QUEUED, JobState.UNKNOWN)
+#: The first pause between looks at a job; it doubles up to batch.watch_interval.
+FIRST_LOOK_AFTER = 1.0
+#: How often a job cancelled at a stop (cancel_on_stop) is looked at until it is gone.
+CANCEL_LOOK_EVERY = 1.0
 
 #: A calculation that fails the same unexpected way this many times in a row is quarantined.
 QUARANTINE_AFTER = 3
@@ -147,6 +165,9 @@ class Agent:
         self.store = store
         self.stop = stop if stop is not None else threading.Event()
         self.rng = rng or random.Random()  # noqa: S311 (poll jitter, not cryptography)
+        self.pacer = Pacer(
+            config.poll_min, config.poll_interval, jitter=config.poll_jitter, rng=self.rng
+        )
         self._last_beat = 0.0
         self._last_prune = 0.0
         self._in_flight: set[str] = set()
@@ -155,6 +176,7 @@ class Agent:
         #: accept_id -> (the last unexpected error, how many times in a row)
         self._failures: dict[str, tuple[str, int]] = {}
         self._quarantined: dict[str, str] = {}
+        self._batch_runners: dict[str, BatchRunner] = {}
 
     # ---- polling ---------------------------------------------------------------------------
 
@@ -270,8 +292,12 @@ class Agent:
             "time": noted,
         }
 
-    def resume_unfinished(self) -> list[CalcRecord]:
-        """Finish what an earlier run left mid-sequence (oldest first)."""
+    def resume_unfinished(
+        self, workers: Optional[list[threading.Thread]] = None
+    ) -> list[CalcRecord]:
+        """Finish what an earlier run left mid-sequence (oldest first). With `workers`
+        (`run`), a calculation that runs as a batch job is followed in a worker of its own,
+        so that polling goes on while its job queues and runs."""
         finished: list[CalcRecord] = []
         for record in self.store.unfinished():
             if self.stop.is_set():
@@ -280,6 +306,12 @@ class Agent:
                 if record.accept_id in self._in_flight:
                     continue
                 self._in_flight.add(record.accept_id)
+            if workers is not None and self._job_settings(record) is not None:
+                log.info("resuming %s (last step done: %s)", record.accept_id, record.step)
+                self._start_worker(
+                    workers, record.accept_id, functools.partial(self._resume, record)
+                )
+                continue
             try:
                 log.info("resuming %s (last step done: %s)", record.accept_id, record.step)
                 done = self._isolated(record.accept_id, functools.partial(self._resume, record))
@@ -293,9 +325,10 @@ class Agent:
     def run_forever(self) -> None:
         """Poll until `stop` is set; faults are logged and polling goes on at the interval."""
         log.info(
-            "polling %s as site %s every %g s",
+            "polling %s as site %s every %g s to %g s",
             self.config.url,
             self.config.site_id,
+            self.pacer.minimum,
             self.config.poll_interval,
         )
         workers: list[threading.Thread] = []
@@ -311,9 +344,11 @@ class Agent:
                 self.beat("error", error=redact(error), running=len(workers))
             else:
                 self.beat("idle" if not workers else "running", running=len(workers))
-            if found and len(workers) < self.config.max_parallel:
-                continue
-            self.stop.wait(self._interval())
+            if found:
+                self.pacer.activity()
+                if len(workers) < self.config.max_parallel:
+                    continue
+            self.stop.wait(self._interval(len(workers) >= self.config.max_parallel))
         for worker in workers:
             worker.join()
         self.beat(STOPPED)
@@ -322,8 +357,8 @@ class Agent:
         """One iteration: resume leftovers, then poll. (a calculation was taken, the error
         that stopped the iteration)."""
         try:
-            self.resume_unfinished()
-            if self.stop.is_set():
+            self.resume_unfinished(workers)
+            if self.stop.is_set() or len(workers) >= self.config.max_parallel:
                 return False, None
             if self.config.max_parallel == 1:
                 outcome = self.poll_once()
@@ -357,14 +392,22 @@ class Agent:
             if accept_id in self._in_flight:
                 return False
             self._in_flight.add(accept_id)
+        self._start_worker(workers, accept_id, lambda: self._take(accept_id))
+        return True
 
-        def work() -> None:
+    def _start_worker(
+        self, workers: list[threading.Thread], accept_id: str, work: Callable[[], CalcRecord]
+    ) -> None:
+        """Take or resume one calculation in a worker (its accept_id is already in flight)."""
+
+        def run() -> None:
             try:
-                record = self._isolated(accept_id, lambda: self._take(accept_id))
+                record = self._isolated(accept_id, work)
                 if record is not None:
                     log.info("%s", _summary(record))
-            except StoppedWhileWaiting:
-                log.info("%s: stopped while waiting to retry; the next start resumes it", accept_id)
+                    self.pacer.activity()
+            except StoppedWhileWaiting as exc:
+                log.info("%s: %s; the next start resumes it", accept_id, exc.message)
             except MintError as exc:
                 log.error("%s: %s", shown_id(accept_id), exc.message)
                 self.note_error(exc.message)
@@ -372,14 +415,14 @@ class Agent:
                 with self._lock:
                     self._in_flight.discard(accept_id)
 
-        worker = threading.Thread(target=work, name=f"calc-{accept_id[:8]}", daemon=True)
+        worker = threading.Thread(target=run, name=f"calc-{accept_id[:8]}", daemon=True)
         worker.start()
         workers.append(worker)
-        return True
 
-    def _interval(self) -> float:
-        spread = self.config.poll_interval * self.config.poll_jitter
-        return max(0.0, self.config.poll_interval + self.rng.uniform(-spread, spread))
+    def _interval(self, busy: bool) -> float:
+        """The pause before the next loop: the pacer's (mint_poll.pacing); while every slot is
+        taken no poll is made, so look again soon and use a freed slot at once."""
+        return self.pacer.minimum if busy else self.pacer.next_delay()
 
     def beat(self, state: str, **details: object) -> None:
         """Write the heartbeat (throttled while a command runs)."""
@@ -493,7 +536,7 @@ class Agent:
         return self._drive(record)
 
     def _resume(self, record: CalcRecord) -> CalcRecord:
-        if record.step == Step.STARTED and record.outcome is None:
+        if record.step == Step.STARTED and record.outcome is None and record.batch_job is None:
             kill_leftover_group(record.pid, Path(record.workdir))
         try:
             progress = self.api.calc_progress(record.accept_id)
@@ -566,7 +609,12 @@ class Agent:
             record.reason = record.reason or "the parameter transfer was interrupted"
         if done == Step.STARTED and record.reached(Step.RAN):
             done = Step.RAN
-        if done == Step.STARTED and record.outcome is None and record.reached(Step.STARTED):
+        if (
+            done == Step.STARTED
+            and record.outcome is None
+            and record.reached(Step.STARTED)
+            and record.batch_job is None  # a job runs on without us: it is followed again
+        ):
             record.outcome = ABNORMAL
             record.reason = "the agent stopped while the command was running"
             done = Step.RAN
@@ -592,8 +640,9 @@ class Agent:
             self.api.calc_params_complete(aid, site)
             self._done(record, Step.COMPLETE)
         if record.step == Step.COMPLETE:
+            job_started = self._await_job_start(record)
             self.api.calc_start(aid, site)
-            record.started_at = now_iso()
+            record.started_at = job_started or now_iso()
             self._done(record, Step.STARTED)
         if record.step == Step.STARTED:
             self._run(record)
@@ -655,16 +704,24 @@ class Agent:
             return spec.argv, spec
         return ("/bin/sh", "-c", command), None
 
+    @staticmethod
+    def _calc_variables(
+        record: CalcRecord, spec: Optional[CommandSpec], workdir: Path
+    ) -> dict[str, str]:
+        """The calculation's own environment variables (the command's env, CALC_*)."""
+        return {
+            **(spec.env if spec else {}),
+            "CALC_DIR": str(workdir),
+            "CALC_PARAMETERS": record.parameters or "",
+        }
+
     def _execute(self, record: CalcRecord, workdir: Path) -> tuple[str, Optional[str]]:
+        settings = self._job_settings(record)
+        if settings is not None:
+            return self._execute_job(record, workdir, settings)
         argv, spec = self._argv(record.command or "")
         timeout = self.config.timeout_for(spec)
-        env = child_environment(
-            {
-                **(spec.env if spec else {}),
-                "CALC_DIR": str(workdir),
-                "CALC_PARAMETERS": record.parameters or "",
-            }
-        )
+        env = child_environment(self._calc_variables(record, spec, workdir))
         log.info("calculation %s: running %s in %s", record.accept_id, list(argv), workdir)
 
         def started(pid: int) -> None:
@@ -688,6 +745,136 @@ class Agent:
             return COMPLETED, None
         reason = result.describe(timeout)
         if result.stopped or result.timed_out:
+            _append(workdir / STDERR_NAME, f"mint-poll: {reason}\n")
+        log.warning("calculation %s: %s", record.accept_id, reason)
+        return ABNORMAL, reason
+
+    # ---- running the command as a batch job (runner slurm / pbs) ---------------------------
+
+    def _job_settings(self, record: CalcRecord) -> Optional[BatchSettings]:
+        """The batch settings of a calculation that runs as a job; None: on this host (the
+        local runner, a command outside the allowlist, or a calculation refused anyway)."""
+        if record.batch_job is not None:
+            # Submitted already: followed with the scheduler it went to, whatever the config
+            # says now.
+            kind: RunnerKind = "pbs" if record.batch_job.scheduler == "pbs" else "slurm"
+            settings = self.config.batch_for(record.command or "")
+            return dataclasses.replace(settings or self.config.batch, runner=kind)
+        if self._refusal(record) is not None:
+            return None
+        return self.config.batch_for(record.command or "")
+
+    def _batch_runner(self, runner: RunnerKind) -> BatchRunner:
+        """One runner per scheduler; the site's and the command's arguments are given at
+        each submission (`BatchSettings.for_command`)."""
+        with self._lock:
+            if runner not in self._batch_runners:
+                base = dataclasses.replace(
+                    self.config.batch, runner=runner, sbatch_args=(), qsub_args=()
+                )
+                self._batch_runners[runner] = BatchRunner(make_scheduler(base), base)
+            return self._batch_runners[runner]
+
+    def _await_job_start(self, record: CalcRecord) -> Optional[str]:
+        """Submit the calculation's job (or follow the one saved) until it runs or ends:
+        calc-start is sent when the job really starts. Returns the job's start time."""
+        settings = self._job_settings(record)
+        if settings is None:
+            return None
+        if record.batch_job is None:
+            self._submit_job(record, settings)
+            if record.batch_job is None:
+                return None
+        view = self._watch(record, settings, lambda v: v.state not in _NOT_STARTED)
+        return view.started_at
+
+    def _submit_job(self, record: CalcRecord, settings: BatchSettings) -> None:
+        """Submit the job; a job the scheduler refuses makes the calculation abnormal."""
+        workdir = Path(record.workdir)
+        argv, spec = self._argv(record.command or "")
+        log.info(
+            "calculation %s: submitting %s as a %s job",
+            record.accept_id,
+            list(argv),
+            settings.runner,
+        )
+        try:
+            self._batch_runner(settings.runner).submit(
+                calc_id=record.accept_id,
+                workdir=workdir,
+                argv=argv,
+                env=self._calc_variables(record, spec, workdir),
+                stdout_path=workdir / STDOUT_NAME,
+                stderr_path=workdir / STDERR_NAME,
+                time_limit=self.config.timeout_for(spec),
+                extra_args=settings.extra_args,
+                save=functools.partial(self._save_job, record),
+            )
+        except BatchRefused as exc:
+            record.batch_job = None
+            record.outcome, record.reason = ABNORMAL, exc.message
+            self.store.save(record)
+            log.error("calculation %s: %s", record.accept_id, exc.message)
+
+    def _save_job(self, record: CalcRecord, job: BatchJob) -> None:
+        record.batch_job = job
+        self.store.save(record)
+
+    def _watch(
+        self, record: CalcRecord, settings: BatchSettings, until: Callable[[JobView], bool]
+    ) -> JobView:
+        """Look at the job until `until` holds: soon at first (a short job is seen to start
+        and end within seconds), then less often, up to every watch_interval. A stop leaves
+        the job running (JobLeftRunning: the next start follows it), or with cancel_on_stop
+        cancels it and returns its end."""
+        job = record.batch_job
+        assert job is not None
+        runner = self._batch_runner(settings.runner)
+        save = functools.partial(self._save_job, record)
+        pause = min(FIRST_LOOK_AFTER, self.config.batch.watch_interval)
+        while True:
+            view = runner.poll(job, save)
+            if until(view):
+                return view
+            if self.stop.is_set():
+                return self._stop_job(record, runner, job)
+            self._tick(record.accept_id)
+            self.stop.wait(pause)
+            pause = min(pause * 2, self.config.batch.watch_interval)
+
+    def _stop_job(self, record: CalcRecord, runner: BatchRunner, job: BatchJob) -> JobView:
+        left = f"{job.scheduler} job {job.job_id or job.name} is left running"
+        if not self.config.batch.cancel_on_stop:
+            raise JobLeftRunning(left)
+        save = functools.partial(self._save_job, record)
+        runner.cancel(job, "the agent was asked to stop (cancel_on_stop: true)", save)
+        deadline = time.monotonic() + self.config.stop_grace
+        while True:
+            view = runner.poll(job, save)
+            if view.done:
+                return view
+            if time.monotonic() >= deadline:
+                raise JobLeftRunning(f"{left}: it did not end within stop_grace after scancel")
+            time.sleep(CANCEL_LOOK_EVERY)
+
+    def _execute_job(
+        self, record: CalcRecord, workdir: Path, settings: BatchSettings
+    ) -> tuple[str, Optional[str]]:
+        if record.batch_job is None:
+            self._submit_job(record, settings)
+            if record.batch_job is None:
+                _write_refusal(workdir, record.reason or "the job was not submitted")
+                return ABNORMAL, record.reason
+        view = self._watch(record, settings, lambda v: v.done)
+        record.exit_status = view.exit_status
+        if view.state is JobState.FINISHED and view.exit_status == 0:
+            return COMPLETED, None
+        if view.state is JobState.FINISHED:
+            reason = f"the command exited with status {view.exit_status}"
+        else:
+            job = record.batch_job
+            reason = f"{view.message} ({job.scheduler} job {view.job_id or job.name})"
+            (workdir / STDOUT_NAME).touch()
             _append(workdir / STDERR_NAME, f"mint-poll: {reason}\n")
         log.warning("calculation %s: %s", record.accept_id, reason)
         return ABNORMAL, reason
@@ -876,6 +1063,11 @@ def describe_error(exc: BaseException) -> str:
 
 class StoppedWhileWaiting(UnavailableError):
     """A stop was asked for during a retry pause: the retries end there."""
+
+
+class JobLeftRunning(StoppedWhileWaiting):
+    """A stop was asked for while a calculation's batch job queued or ran: the job runs on,
+    its record stays unfinished, and the next start follows it."""
 
 
 class RetryPause:

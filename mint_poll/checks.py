@@ -14,16 +14,29 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 from urllib.parse import unquote, urlsplit
 
-from mint_common.checks import FAIL, PASS, WARN, CheckResult, CheckRunner
+from mint_common.checks import FAIL, PASS, SKIP, WARN, CheckResult, CheckRunner
 from mint_common.errors import AuthError, MintError
 from mint_common.heartbeat import Heartbeat, heartbeat_check
 from mint_common.neterrors import network_error_line
 from mint_common.retry import RetryPolicy
 from mint_poll.api import PollAnswer, TlsError, normalize_base_url
+from mint_poll.batch import (
+    BatchRunner,
+    BatchSettings,
+    check_commands,
+    check_queue,
+    check_retention,
+    make_scheduler,
+    probe_shared_dir,
+)
 from mint_poll.config import PollConfig, build_api, default_state_dir, old_default_state_dir
 from mint_poll.state import STOPPED, CalcStore
 
 CERT_WARN_DAYS = 30
+#: How long `check` waits for its probe job to run (longer: WARN, nothing proved).
+PROBE_TIMEOUT = 120.0
+#: The rows of a scheduler: its commands, the partition, MinJobAge, the shared-dir probe.
+_BATCH_ROWS = ("scheduler", "partition", "job_retention", "shared_dir")
 NET_TIMEOUT = 10.0
 #: Where requests finds a CA bundle when verify is on and no ca_bundle is set.
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
@@ -72,7 +85,37 @@ class PollChecks:
         run("state_dir", self._state_dir, requires="config")
         run("heartbeat", self._heartbeat, requires="state_dir")
         run("commands", self._commands, requires="config")
+        for kind, settings in self._schedulers():
+            self._batch_checks(kind, settings)
         return self.runner
+
+    def _schedulers(self) -> list[tuple[str, BatchSettings]]:
+        """The schedulers calculations go to (the runner, commands' own runners)."""
+        if self.config is None:
+            return []
+        found = {s.runner: s for s in map(self.config.batch_for, sorted(self.config.commands)) if s}
+        if self.config.batch.batch:
+            found.setdefault(self.config.batch.runner, self.config.batch)
+        return sorted(found.items())
+
+    def _batch_checks(self, kind: str, settings: BatchSettings) -> None:
+        """The scheduler's commands answer, the partition / queue exists, ended jobs stay
+        visible long enough, and a probe job proves calc_base is shared with the nodes."""
+        several = len(self._schedulers()) > 1
+        names = [f"{row} ({kind})" if several else row for row in _BATCH_ROWS]
+        runner = BatchRunner(make_scheduler(settings), settings)
+        scheduler = runner.scheduler
+        run = self.runner.run
+        run(names[0], lambda: check_commands(scheduler), requires="config")
+        run(names[1], lambda: check_queue(scheduler, settings), requires=names[0])
+        run(names[2], lambda: check_retention(scheduler, settings), requires=names[0])
+        run(names[3], lambda: self._probe(runner), requires=names[1])
+
+    def _probe(self, runner: BatchRunner) -> tuple[str, str]:
+        base = self._cfg().calc_base
+        if not base.is_dir():
+            return (SKIP, f"calc_base {base} does not exist yet: no probe job was sent")
+        return probe_shared_dir(runner, base, timeout=PROBE_TIMEOUT)
 
     def _cfg(self) -> PollConfig:
         assert self.config is not None

@@ -114,6 +114,9 @@ def run() -> None:
     SIGTERM/SIGINT: stop polling, let a running command finish within
     stop_grace (then kill it and report it abnormal), deliver what exists,
     exit 0; a retry pause is cut short. A second signal exits at once.
+    With `runner: slurm` or `pbs` each calculation is a batch job, up to
+    max_parallel in flight (default 16); a stop leaves the jobs running and
+    the next start follows them (`batch.cancel_on_stop: true` cancels them).
     """
     _run_forever(_load_with_state())
 
@@ -130,7 +133,8 @@ def once(as_json: bool) -> None:
     unexpected error stopped work on a calculation (the next run resumes it);
     78 for a configuration mistake (e.g. a command's program is missing);
     128 + N after signal N (a running command gets stop_grace, what exists is
-    delivered; a retry pause is cut short).
+    delivered; a retry pause is cut short). With a batch runner it follows the
+    jobs an earlier run left, then submits, waits for the job and delivers.
     """
     from mint_common.files import SingleInstanceLock
     from mint_poll.state import CalcStore
@@ -166,7 +170,9 @@ def once(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def check(as_json: bool) -> None:
     """Diagnose the set-up: config, DNS, TCP, TLS, API, token, site id, directories, agent
-    heartbeat (a warning when older than 3 poll intervals), commands.
+    heartbeat (a warning when older than 3 poll intervals), commands; with a batch
+    runner also the scheduler's commands, the partition, MinJobAge against
+    watch_interval, and a probe job proving calc_base is shared with the nodes.
 
     Exit 0 only if every check passed (warnings allowed).
     """

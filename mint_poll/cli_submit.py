@@ -49,8 +49,9 @@ def _wait_options(fn: Any) -> Any:
             type=DURATION,
             callback=_positive,
             metavar="DURATION",
-            help="How often to ask for the calculation's progress.  [default: progress_interval"
-            " from the config, 10s]",
+            help="The longest pause between looks at the calculation's progress: every"
+            " poll_min (2s) for a minute after each change, then backing off to this."
+            "  [default: progress_interval from the config, 10s]",
         ),
         click.option(
             "--out-dir",

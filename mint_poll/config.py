@@ -8,6 +8,7 @@ workflow side needs only url, site_id and the token.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from mint_common.config import (
 from mint_common.errors import ConfigError
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration, parse_duration
+from mint_poll.batch import DEFAULT_MAX_IN_FLIGHT, BatchOverride, BatchSettings, RunnerKind
 
 if TYPE_CHECKING:
     import requests
@@ -50,23 +52,25 @@ class CommandSpec:
     """What runs locally for one command string the server may send.
 
     In YAML: a path (`/opt/bin/run.sh`), an argv list (`[/opt/bin/run, --fast]`)
-    or a mapping `{run: <path or list>, timeout: <duration>, env: {NAME: value}}`.
+    or a mapping `{run: <path or list>, timeout: <duration>, env: {NAME: value}}`, which
+    may also carry the command's own batch settings: `runner`, `sbatch_args`, `qsub_args`.
     """
 
     argv: tuple[str, ...]
     timeout: Optional[float] = None
     env: Mapping[str, str] = field(default_factory=dict)
+    batch: Optional[BatchOverride] = None
 
     @classmethod
     def from_config(cls, value: Any, *, source: str = "config", key: str = "commands") -> Any:
         if isinstance(value, CommandSpec):
             return value
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"run", "timeout", "env"})
+            unknown = sorted(set(value) - {"run", "timeout", "env", *_OVERRIDE_KEYS})
             if unknown:
                 raise ConfigError(
                     f"{source}: key {key}: unknown setting {unknown[0]!r} (known: run, timeout,"
-                    " env)"
+                    " env, runner, sbatch_args, qsub_args)"
                 )
             if "run" not in value:
                 raise ConfigError(f"{source}: key {key}: missing 'run' (a path or an argv list)")
@@ -74,8 +78,16 @@ class CommandSpec:
                 argv=_argv(value["run"], source, key),
                 timeout=_timeout(value.get("timeout"), source, key),
                 env=_env(value.get("env") or {}, source, key),
+                batch=(
+                    BatchOverride.from_config(value, source=source, key=key)
+                    if set(value) & set(_OVERRIDE_KEYS)
+                    else None
+                ),
             )
         return cls(argv=_argv(value, source, key))
+
+
+_OVERRIDE_KEYS = ("runner", "sbatch_args", "qsub_args")
 
 
 def _argv(value: Any, source: str, key: str) -> tuple[str, ...]:
@@ -127,17 +139,35 @@ class PollConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy.legacy_default)
     poll_interval: Duration = field(default=Duration(60), metadata={"above": 0})
     poll_jitter: float = field(default=0.1, metadata={"min": 0, "max": 1})
+    # The quickest poll, right after a calculation was found or delivered (mint_poll.pacing).
+    poll_min: Duration = field(default=Duration(2), metadata={"above": 0})
     # The legacy client's working directory root, kept as the default for compatibility.
     calc_base: Path = Path("/tmp")  # noqa: S108
     state_dir: Path = field(default_factory=default_state_dir)
     commands: dict[str, CommandSpec] = field(default_factory=dict)
     allow_any_command: bool = False
     command_timeout: Optional[Duration] = field(default=None, metadata={"above": 0})
-    max_parallel: int = field(default=1, metadata={"min": 1})
+    #: Calculations in flight. Unset (0): 1 with the local runner, DEFAULT_MAX_IN_FLIGHT with
+    #: a scheduler (`__post_init__` fills it in; a value given must be at least 1).
+    max_parallel: int = field(default=0, metadata={"min": 1})
     stop_grace: Duration = field(default=Duration(30), metadata={"min": 0})
     keep_days: Optional[float] = field(default=None, metadata={"above": 0})
     min_free_mb: int = field(default=1024, metadata={"min": 0})
     progress_interval: Duration = field(default=Duration(10), metadata={"above": 0})
+    #: Where calculations run: on this host, or as jobs of the site's scheduler.
+    runner: RunnerKind = "local"
+    batch: BatchSettings = field(default_factory=BatchSettings)
+
+    def __post_init__(self) -> None:
+        if self.batch.runner not in ("local", self.runner):
+            raise ConfigError(
+                "set the runner with the top-level key 'runner', not with 'batch.runner'"
+            )
+        # `batch` carries the runner, so one object holds every batch setting.
+        object.__setattr__(self, "batch", dataclasses.replace(self.batch, runner=self.runner))
+        if not self.max_parallel:
+            default = DEFAULT_MAX_IN_FLIGHT if self.batch.batch else 1
+            object.__setattr__(self, "max_parallel", default)
 
     def validate(self) -> None:
         if not _SITE_ID.match(self.site_id):
@@ -167,6 +197,16 @@ class PollConfig:
     def verify_setting(self) -> Any:
         """What requests takes as `verify`: the CA bundle path, True or False."""
         return str(self.ca_bundle) if self.ca_bundle is not None else self.verify
+
+    def batch_for(self, command: str) -> Optional[BatchSettings]:
+        """The batch settings a command runs with (its override applied); None when it runs
+        on this host: the local runner, or a command outside the allowlist (a shell string
+        from the server never becomes a job)."""
+        spec = self.commands.get(command)
+        if spec is None:
+            return None
+        settings = self.batch.for_command(spec.batch)
+        return settings if settings.batch else None
 
     def timeout_for(self, spec: Optional[CommandSpec]) -> Optional[float]:
         """The time limit of a command: its own, else `command_timeout` (None: no limit)."""

@@ -23,6 +23,7 @@ from mint_common.files import JsonState, check_relative_name
 from mint_common.heartbeat import Heartbeat
 from mint_common.logging import redact
 from mint_common.timeutil import epoch_from_iso, now_iso
+from mint_poll.batch import BatchJob
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class CalcRecord:
     last_error: Optional[str] = None
     failures: int = 0
     quarantined: bool = False
+    #: The calculation's batch job (runner slurm/pbs): its name is saved before it is
+    #: submitted, its id the moment it is known, so a restart follows it (never submits again).
+    batch_job: Optional[BatchJob] = None
 
     @property
     def terminal(self) -> bool:
@@ -155,6 +159,11 @@ class CalcRecord:
             if isinstance(r, dict)
         ]
         values["created_dir"] = DirIdentity.from_json(values.get("created_dir"))
+        saved_job = values.get("batch_job")
+        values["batch_job"] = BatchJob.from_json(saved_job)
+        if saved_job is not None and values["batch_job"] is None:
+            # Never treated as "no job": that would submit the calculation a second time.
+            raise InputError(f"state file {source}: its batch job cannot be read")
         try:
             return cls(**values)
         except TypeError as exc:

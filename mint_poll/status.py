@@ -5,17 +5,21 @@ Local files only: nothing here needs requests or the token.
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 
 from mint_common.heartbeat import STALE_AFTER_INTERVALS, Heartbeat, stale_after
 from mint_common.output import emit_table
 from mint_common.terminal import terminal
-from mint_common.timeutil import format_duration
+from mint_common.timeutil import epoch_from_iso, format_duration
 from mint_poll.state import STOPPED, CalcRecord, Step
 
 COLUMNS = ("accept_id", "command", "state", "accepted_at", "finished_at", "working dir")
+#: Added when a calculation ran as a batch job: as the agent last saw it (watch_interval).
+JOB_COLUMNS = ("job id", "job state", "reason", "time in queue")
 TITLE = "mint-poll calculations"
 
 
@@ -73,20 +77,37 @@ def _row(record: CalcRecord) -> tuple[str, ...]:
     )
 
 
+def job_cells(record: CalcRecord, now: Optional[float] = None) -> tuple[str, str, str, str]:
+    """The job id, the scheduler's state and pending reason as last seen, and how long the
+    job queued (until it started, or until now while it waits)."""
+    job = record.batch_job
+    if job is None:
+        return ("", "", "", "")
+    queued = ""
+    if job.submitted_at:
+        until = epoch_from_iso(job.started_at) if job.started_at else (now or time.time())
+        queued = format_duration(max(0, math.floor(until - epoch_from_iso(job.submitted_at))))
+    return (job.job_id or "(submitting)", job.last_state or "", job.last_reason or "", queued)
+
+
 def print_table(records: Sequence[CalcRecord], stream: Optional[TextIO] = None) -> None:
     """A rich table on a terminal, never narrower than its cells (a wide table wraps in
     the terminal rather than cutting an id users must copy); tab-separated otherwise."""
     out = stream if stream is not None else sys.stdout
+    columns: tuple[str, ...] = COLUMNS
     rows = [_row(r) for r in records]
+    if any(r.batch_job is not None for r in records):
+        columns = (*COLUMNS, *JOB_COLUMNS)
+        rows = [(*row, *job_cells(r)) for row, r in zip(rows, records)]
     if not terminal().is_tty(out):
-        emit_table(COLUMNS, rows, title=TITLE, stream=out)
+        emit_table(columns, rows, title=TITLE, stream=out)
         return
     from rich.console import Console
     from rich.measure import Measurement
     from rich.table import Table
 
     table = Table(title=TITLE)
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(column, no_wrap=True)
     for row in rows:
         table.add_row(*row)

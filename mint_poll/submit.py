@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -56,6 +57,7 @@ from mint_poll.api import (
 )
 from mint_poll.config import PollConfig, build_api
 from mint_poll.mime import mime_words
+from mint_poll.pacing import POLL_MIN, Pacer
 from mint_poll.submit_args import (
     LOG_NAMES,
     SubmitRequest,
@@ -328,6 +330,11 @@ class Submission:
     refused (77), the calculation lost on the server mid-wait (75). Give the
     api a retry policy whose sleep is `interruptible_sleep(stop)` so that a
     signal also ends retry pauses.
+
+    The progress is read on the agent's schedule (mint_poll.pacing): every `poll_min`
+    for a minute after each change of progress, then backing off towards the request's
+    `poll_interval`, so that a short calculation is collected within seconds and a long
+    one costs no more requests than a fixed interval. `pacer` keeps the schedule.
     """
 
     def __init__(
@@ -339,6 +346,9 @@ class Submission:
         display: Optional[Callable[[str], StatusDisplay]] = None,
         clock: Callable[[], float] = time.monotonic,
         mime: Callable[[Path], tuple[str, str]] = mime_words,
+        poll_min: float = POLL_MIN,
+        jitter: float = 0.0,
+        rng: Optional[random.Random] = None,
     ) -> None:
         self.api = api
         self.request = request
@@ -348,6 +358,7 @@ class Submission:
         self._mime = mime
         self._start = clock()
         self._progress = "not registered"
+        self.pacer = Pacer(poll_min, request.poll_interval, jitter=jitter, clock=clock, rng=rng)
 
     def _elapsed(self) -> float:
         return self._clock() - self._start
@@ -476,13 +487,17 @@ class Submission:
             progress = self.api.calc_progress(accept_id)
             log.info("calculation %s is allowed already (%s; at %r)", accept_id, exc, progress)
         self._progress = "allowed"
+        self.pacer.activity()
         with self._display(accept_id) as display:
             while True:
-                self._progress = self.api.calc_progress(accept_id)
-                display.state(self._progress)
-                if self._progress == GOT_RETURN:
+                progress = self.api.calc_progress(accept_id)
+                if progress != self._progress:
+                    self.pacer.activity()
+                self._progress = progress
+                display.state(progress)
+                if progress == GOT_RETURN:
                     return
-                pause = self.request.poll_interval
+                pause = self.pacer.next_delay()
                 if self.request.timeout is not None:
                     remaining = self.request.timeout - self._elapsed()
                     if remaining <= 0:
@@ -590,7 +605,17 @@ def _empty_log_file(out_dir: Path, name: str) -> WrittenFile:
 def config_view(config: PollConfig) -> dict[str, Any]:
     """The settings `submit` uses, secrets masked, for the one start-up log line."""
     view = redacted_view(config)
-    keys = ("url", "site_id", "token", "ca_bundle", "verify", "connect_timeout", "read_timeout")
+    keys = (
+        "url",
+        "site_id",
+        "token",
+        "ca_bundle",
+        "verify",
+        "connect_timeout",
+        "read_timeout",
+        "poll_min",
+        "poll_jitter",
+    )
     retry = config.retry
     shown = {key: view[key] for key in keys}
     fixed = retry.backoff == 1 or retry.base_delay >= retry.max_delay
@@ -615,7 +640,12 @@ def submit_with_config(
     retry = dataclasses.replace(config.retry, sleep=interruptible_sleep(stop))
     with build_api(dataclasses.replace(config, retry=retry)) as api:
         submission = Submission(
-            api, request, stop=stop, display=lambda accept_id: make_display(accept_id, live=live)
+            api,
+            request,
+            stop=stop,
+            display=lambda accept_id: make_display(accept_id, live=live),
+            poll_min=config.poll_min,
+            jitter=config.poll_jitter,
         )
         return submission.run()
 

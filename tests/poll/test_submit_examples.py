@@ -21,6 +21,7 @@ def test_workflow_config_example_loads_with_the_poll_config_loader() -> None:
     assert config.url == "https://nims.mintsys.jp"
     assert config.site_id == "nims-dev"
     assert config.token == Secret("a" * 64)
+    # retry:5,60 is the first try and 5 retries, 60 s apart
     assert config.retry.max_attempts == 6 and config.retry.base_delay == 60
     assert config.read_timeout == 300
 

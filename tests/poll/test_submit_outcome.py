@@ -189,5 +189,7 @@ def test_start_up_config_line_masks_the_token_and_shows_the_retry_policy(
         "verify",
         "connect_timeout",
         "read_timeout",
+        "poll_min",
+        "poll_jitter",
         "retry",
     }
