@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import click
 
@@ -12,6 +12,10 @@ from mint_common.cli import DURATION, MintGroup, common_options, current_options
 from mint_common.errors import JobFailed, TryAgainLater
 from mint_common.output import emit_json, emit_table
 from mint_common.terminal import confirm
+
+if TYPE_CHECKING:
+    from mint_burst.simulate import SimResult
+    from mint_burst.sweep import SweepRow, Value
 
 
 @click.group(cls=MintGroup, tool="mint-burst")
@@ -39,16 +43,23 @@ def _dry_run_option(fn: Any) -> Any:
 @main.command()
 @common_options
 @_dry_run_option
-def run(dry_run: bool, reap_orphans: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (config 'metrics_port'; see docs/metrics.md).",
+)
+def run(dry_run: bool, reap_orphans: bool, metrics_port: Optional[int]) -> None:
     """The service loop: one reconcile step every poll_interval.
 
     SIGTERM (systemctl stop) finishes the current step, saves the state and exits 0.
+    With --metrics-port (or metrics_port), Prometheus metrics are served on
+    http://127.0.0.1:PORT/metrics (metrics_address to listen elsewhere).
 
         mint-burst run --config /etc/mint/mint-burst.yaml
     """
     from mint_burst import service
 
-    config = service.load(current_options().config_file, daemon=True)
+    config = service.load(current_options().config_file, daemon=True, metrics_port=metrics_port)
     service.run_loop(config, dry_run=dry_run, reap_orphans=reap_orphans)
 
 
@@ -62,6 +73,8 @@ def once(dry_run: bool, reap_orphans: bool, as_json: bool) -> None:
     Exit 0: done; 1: an action failed; 69: the scheduler could not be read, so
     nothing was decided; 75: another run holds the lock; 78: a configuration mistake
     (no such queue, a host the queue does not have, a provider script that is missing).
+    With metrics_textfile set, the step's metrics are added to running totals and
+    written there for node_exporter's textfile collector.
     """
     from mint_burst import service
 
@@ -255,6 +268,21 @@ def drain_all(force: bool, no_wait: bool, yes: bool, dry_run: bool) -> None:
     metavar="T,DURATION",
     help="The scheduler does not answer from T for DURATION (e.g. 2h,15m).",
 )
+@click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Replay every combination of these values (repeatable; keys idle_timeout,"
+    " max_nodes, boot_time, poll_interval; durations as 10m).",
+)
+@click.option(
+    "--plot",
+    "plot_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Draw FILE.png or FILE.svg: nodes and pending jobs over time, or a sweep's"
+    " mean wait against node-hours (needs the plot extra).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def simulate(
     trace_file: Path,
@@ -264,6 +292,8 @@ def simulate(
     poll_interval: float,
     policy: Literal["ours", "legacy", "both"],
     squeue_fail_at: Optional[str],
+    sweeps: tuple[str, ...],
+    plot_file: Optional[Path],
     as_json: bool,
 ) -> None:
     """Replay a job trace through the real policy with a simulated clock and cloud.
@@ -272,23 +302,44 @@ def simulate(
         sacct --parsable2 --noheader -S 2026-10-01 -r cloud \\
           --format=JobID,Submit,Start,End,NNodes,Partition,State > cloud.sacct
         mint-burst simulate --trace cloud.sacct --idle-timeout 300 --policy both
+        mint-burst simulate --trace cloud.sacct --policy both --plot timeline.png
+        mint-burst simulate --trace cloud.sacct --sweep idle_timeout=5m,10m,20m \\
+          --sweep max_nodes=8,16,32 --plot sweep.svg
+
+    A sweep prints one row per combination and policy; rows marked pareto are
+    those no other row beats on both node-hours billed and mean wait.
     """
+    from mint_burst import plot, sweep
     from mint_burst import simulate as sim
 
+    grid = sweep.parse_sweeps(sweeps)
+    if plot_file is not None:
+        plot.check_target(plot_file)
     jobs = sim.read_trace(trace_file)
     try:
         fail = None if squeue_fail_at is None else sim.parse_fail_window(squeue_fail_at)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--squeue-fail-at") from None
-    results = sim.compare(
-        jobs,
-        policy,
-        boot_time=boot_time,
-        max_nodes=max_nodes,
-        idle_timeout=idle_timeout,
-        poll_interval=poll_interval,
-        squeue_fail=fail,
-    )
+    settings: dict[str, Any] = {
+        "boot_time": boot_time,
+        "max_nodes": max_nodes,
+        "idle_timeout": idle_timeout,
+        "poll_interval": poll_interval,
+        "squeue_fail": fail,
+    }
+    if grid:
+        rows = sweep.run_sweep(jobs, grid, policy, **settings)
+        _print_sweep(trace_file, grid, rows, as_json)
+        if plot_file is not None:
+            plot.save(plot.sweep_figure(rows, f"sweep over {trace_file.name}"), plot_file)
+        return
+    results = sim.compare(jobs, policy, record=plot_file is not None, **settings)
+    _print_results(trace_file, results, as_json)
+    if plot_file is not None:
+        plot.save(plot.timeline_figure(results, f"replay of {trace_file.name}"), plot_file)
+
+
+def _print_results(trace_file: Path, results: list[SimResult], as_json: bool) -> None:
     if as_json:
         emit_json({"trace": str(trace_file), "results": [r.to_json() for r in results]})
         return
@@ -318,3 +369,45 @@ def simulate(
         for r in results
     ]
     emit_table(columns, rows, title=f"simulated {trace_file.name}")
+
+
+def _print_sweep(
+    trace_file: Path, grid: dict[str, tuple[Value, ...]], rows: list[SweepRow], as_json: bool
+) -> None:
+    from mint_burst.sweep import display_value
+
+    if as_json:
+        emit_json(
+            {
+                "trace": str(trace_file),
+                "sweep": {key: list(values) for key, values in grid.items()},
+                "results": [row.to_json() for row in rows],
+            }
+        )
+        return
+    columns = (
+        "policy",
+        *grid,
+        "jobs",
+        "node-h billed",
+        "idle node-h",
+        "mean wait s",
+        "p95 wait s",
+        "jobs killed",
+        "pareto",
+    )
+    table = [
+        (
+            row.result.policy,
+            *(display_value(key, value) for key, value in row.settings.items()),
+            row.result.jobs,
+            f"{row.result.node_hours_billed:.1f}",
+            f"{row.result.idle_node_hours:.1f}",
+            f"{row.result.mean_wait_s:.0f}",
+            f"{row.result.p95_wait_s:.0f}",
+            row.result.jobs_killed,
+            "yes" if row.pareto else "no",
+        )
+        for row in rows
+    ]
+    emit_table(columns, table, title=f"sweep over {trace_file.name}")

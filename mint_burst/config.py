@@ -17,6 +17,7 @@ from mint_burst.model import Host
 from mint_burst.policy import PolicySettings
 from mint_common.config import tool_state_dir
 from mint_common.errors import ConfigError
+from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, check_textfile
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
 
@@ -101,8 +102,14 @@ class BurstConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     command: CommandSettings = field(default_factory=CommandSettings)
+    # Prometheus metrics (docs/metrics.md): `run` serves them on metrics_address:metrics_port,
+    # `once` writes them to metrics_textfile for node_exporter's textfile collector.
+    metrics_port: Optional[int] = field(default=None, metadata=PORT_RANGE)
+    metrics_address: str = DEFAULT_ADDRESS
+    metrics_textfile: Optional[Path] = None
 
     def validate(self) -> None:
+        check_textfile(self.metrics_textfile)
         if self.nfs_mount_point is not None and ":" not in self.nfs_mount_point:
             raise ConfigError(
                 f"key 'nfs_mount_point' (NFS_MOUNT_POINT): expected server:/directory,"

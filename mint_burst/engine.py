@@ -55,6 +55,9 @@ class StepReport:
     orphans: list[Instance] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     unservable: dict[str, str] = field(default_factory=dict)
+    # For the metrics: each launch's result (ok, refused, uncertain), the nodes terminated.
+    launch_results: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         status = self.status
@@ -354,10 +357,13 @@ class Engine:
                 record.instance_id = instance_id
                 record.enter(BOOTING, self.clock())
                 report.done.append(f"launched {request.node} as {instance_id}")
+                report.launch_results.append("ok")
             elif refused:
                 del table.records[request.node]
                 report.errors.append(f"launch {request.node}: {error}")
+                report.launch_results.append("refused")
             else:
+                report.launch_results.append("uncertain")
                 record.launch_error = error
                 record.note = "launch failed, the instance may exist: a listing decides"
                 report.errors.append(
@@ -413,6 +419,7 @@ class Engine:
         record.enter(TERMINATING, self.clock(), reason)
         self._save(table)
         self._terminate_quietly([record.instance_id], report)
+        report.removed.append(record.name)
         report.done.append(f"terminating {record.name} ({record.instance_id}): {reason}")
 
     def drain_all(self, *, force: bool) -> list[str]:

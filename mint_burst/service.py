@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from mint_burst import metrics as burst_metrics
 from mint_burst.config import TOOL, BurstConfig, default_state_file, old_default_state_dir
 from mint_burst.engine import Engine, StepReport
 from mint_burst.hosts import load_hosts
@@ -24,19 +25,24 @@ from mint_common.errors import ConfigError, MintError, UnavailableError
 from mint_common.extras import require_extra
 from mint_common.files import SingleInstanceLock
 from mint_common.heartbeat import heartbeat_check, stale_after
+from mint_common.metrics import serving
 from mint_common.signals import GracefulStop
 from mint_common.timeutil import iso_from_epoch
 
 log = logging.getLogger(__name__)
 
 
-def load(config_file: Any = None, *, daemon: bool = False) -> BurstConfig:
+def load(
+    config_file: Any = None, *, daemon: bool = False, metrics_port: Optional[int] = None
+) -> BurstConfig:
     """The configuration, with the state moved from its old place if needed.
 
     It is logged at DEBUG (-v), so a cron `once` does not repeat it; the daemon
     (`daemon=True`) logs it at INFO when its loop starts.
     """
-    config = load_config(BurstConfig, TOOL, config_file=config_file)
+    config = load_config(
+        BurstConfig, TOOL, config_file=config_file, cli={"metrics_port": metrics_port}
+    )
     if not daemon:
         log_effective_config(log, config, at_start=False)
     migrate_state(config)
@@ -114,12 +120,23 @@ def build_engine(
 
 
 def run_once(config: BurstConfig, *, dry_run: bool, reap_orphans: bool) -> StepReport:
+    """One step; with `metrics_textfile`, its metrics are added to the totals and written
+    whatever the step's outcome (a dry run changes nothing, so it writes none)."""
+    metrics = None if dry_run else burst_metrics.for_once(config)
     engine = build_engine(config, dry_run=dry_run, reap_orphans=reap_orphans)
     check_startup(config, engine, build_scheduler(config))
     if dry_run:
         return engine.step()
     with SingleInstanceLock(config.lock_file):
-        return _guarded_step(engine)
+        if metrics is None:
+            return _guarded_step(engine)
+        report: Optional[StepReport] = None
+        try:
+            report = _guarded_step(engine)
+        finally:
+            metrics.record(engine, report)
+            burst_metrics.write(metrics, config)
+        return report
 
 
 def _guarded_step(engine: Engine) -> StepReport:
@@ -171,7 +188,9 @@ def run_loop(
     """The daemon: one step every poll_interval until SIGTERM/SIGINT; returns the step count.
 
     `engine` is built from the configuration unless given (tests give one with doubles).
+    With `metrics_port`, the metrics are served while the loop runs.
     """
+    metrics = burst_metrics.for_daemon(config)
     # Stopping while it starts up (reading the scheduler can take a while) is a stop too.
     with GracefulStop() as stop:
         log_effective_config(log, config, at_start=True)
@@ -181,7 +200,12 @@ def run_loop(
         if lock is not None:
             lock.acquire()
         try:
-            steps = _loop(config, engine, stop, dry_run=dry_run)
+            with serving(
+                None if metrics is None else metrics.metrics,
+                port=config.metrics_port,
+                address=config.metrics_address,
+            ):
+                steps = _loop(config, engine, stop, dry_run=dry_run, metrics=metrics)
         finally:
             if lock is not None:
                 lock.release()
@@ -189,27 +213,44 @@ def run_loop(
     return steps
 
 
-def _loop(config: BurstConfig, engine: Engine, stop: GracefulStop, *, dry_run: bool) -> int:
+def _loop(
+    config: BurstConfig,
+    engine: Engine,
+    stop: GracefulStop,
+    *,
+    dry_run: bool,
+    metrics: Optional[burst_metrics.BurstMetrics] = None,
+) -> int:
     steps = 0
     while not stop.stop_requested.is_set():
         started = time.monotonic()
-        try:
-            report = _guarded_step(engine)
-            log_report(report, dry_run=dry_run)
-        except MintError as exc:
-            log.error("step failed: %s", exc.message)
-        except Exception as exc:
-            # Whatever one step throws (a bug, a reply no parser foresaw), the
-            # next step runs; the state's last_error shows it to `status`.
-            log.error(
-                "step failed: unexpected %s: %s",
-                type(exc).__name__,
-                exc,
-                exc_info=log.isEnabledFor(logging.DEBUG),
-            )
+        report = _logged_step(engine, dry_run=dry_run)
+        if metrics is not None:
+            metrics.record(engine, report)
         steps += 1
         stop.wait(config.poll_interval - (time.monotonic() - started))
     return steps
+
+
+def _logged_step(engine: Engine, *, dry_run: bool) -> Optional[StepReport]:
+    """One step of the daemon, its report logged; None when it failed (logged too)."""
+    try:
+        report = _guarded_step(engine)
+    except MintError as exc:
+        log.error("step failed: %s", exc.message)
+        return None
+    except Exception as exc:
+        # Whatever one step throws (a bug, a reply no parser foresaw), the
+        # next step runs; the state's last_error shows it to `status`.
+        log.error(
+            "step failed: unexpected %s: %s",
+            type(exc).__name__,
+            exc,
+            exc_info=log.isEnabledFor(logging.DEBUG),
+        )
+        return None
+    log_report(report, dry_run=dry_run)
+    return report
 
 
 def log_report(report: StepReport, *, dry_run: bool) -> None:

@@ -27,7 +27,7 @@ from mint_burst.policy import PolicySettings
 from mint_burst.provider import LaunchRequest
 from mint_burst.state import MemoryStore
 from mint_common.checks import SKIP, CheckResult
-from mint_common.errors import InputError, NoInputError, UnavailableError
+from mint_common.errors import InputError, NoInputError, UnavailableError, UsageError
 from mint_common.timeutil import parse_duration
 
 Policy = Literal["ours", "legacy"]
@@ -135,6 +135,29 @@ class _SimNode:
 
 
 @dataclass
+class Timeline:
+    """Nodes billed (booting or up) and jobs pending, sampled whenever either changes."""
+
+    hours: list[float] = field(default_factory=lambda: [0.0])
+    nodes: list[int] = field(default_factory=lambda: [0])
+    pending: list[int] = field(default_factory=lambda: [0])
+
+    def sample(self, now: float, nodes: int, pending: int) -> None:
+        if (self.nodes[-1], self.pending[-1]) == (nodes, pending):
+            return
+        self.hours.append(now / 3600)
+        self.nodes.append(nodes)
+        self.pending.append(pending)
+
+    def close(self, now: float) -> None:
+        """A last point at the end, so a step plot reaches the end of the replay."""
+        if self.hours[-1] < now / 3600:
+            self.hours.append(now / 3600)
+            self.nodes.append(self.nodes[-1])
+            self.pending.append(self.pending[-1])
+
+
+@dataclass
 class SimResult:
     policy: str
     jobs: int
@@ -146,9 +169,14 @@ class SimResult:
     scale_events: int
     jobs_killed: int
     makespan_h: float
+    timeline: Optional[Timeline] = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, object]:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in vars(self).items()}
+        return {
+            k: (round(v, 3) if isinstance(v, float) else v)
+            for k, v in vars(self).items()
+            if k != "timeline"
+        }
 
 
 @dataclass
@@ -169,6 +197,7 @@ class World:
     terminations: int = 0
     killed: int = 0
     max_nodes: int = 0
+    timeline: Optional[Timeline] = None
     _next_submit: int = 0
     _serial: int = 0
 
@@ -182,6 +211,8 @@ class World:
                 if node.job is not None:
                     self.busy_seconds += TICK
             self._schedule()
+            if self.timeline is not None:
+                self.timeline.sample(self.now, len(self.nodes), len(self.pending))
 
     def _finish_jobs(self) -> None:
         while self.running and self.running[0][0] <= self.now:
@@ -418,11 +449,19 @@ def simulate(
     idle_timeout: float = 600.0,
     poll_interval: float = 60.0,
     squeue_fail: Optional[tuple[float, float]] = None,
+    record: bool = False,
 ) -> SimResult:
+    """Replay `jobs` under `policy`; with `record`, the result carries its Timeline."""
+    _check_settings(boot_time=boot_time, idle_timeout=idle_timeout, poll_interval=poll_interval)
     widest = max(j.nodes for j in jobs)
     if widest > max_nodes:
         raise InputError(f"the trace has a {widest}-node job but --max-nodes is {max_nodes}")
-    world = World(jobs=jobs, boot_time=boot_time, fail_window=squeue_fail)
+    world = World(
+        jobs=jobs,
+        boot_time=boot_time,
+        fail_window=squeue_fail,
+        timeline=Timeline() if record else None,
+    )
     hosts = sim_hosts(max_nodes)
     horizon = jobs[-1].submit + sum(j.runtime for j in jobs) + 48 * 3600
     runner = _run_ours if policy == "ours" else _run_legacy
@@ -435,6 +474,9 @@ def simulate(
         engine_log.disabled = was_disabled
     for name in list(world.nodes):
         world.terminate(name)
+    if world.timeline is not None:
+        world.timeline.sample(world.now, 0, len(world.pending))
+        world.timeline.close(world.now)
     waits = sorted((j.start or world.now) - j.trace.submit for j in world.done)
     return SimResult(
         policy=policy,
@@ -447,7 +489,18 @@ def simulate(
         scale_events=world.launches + world.terminations,
         jobs_killed=world.killed,
         makespan_h=world.now / 3600,
+        timeline=world.timeline,
     )
+
+
+def _check_settings(**durations: float) -> None:
+    # A zero poll interval would never move the clock: the replay would not end.
+    for name, seconds in durations.items():
+        flag = "--" + name.replace("_", "-")
+        if seconds < 0:
+            raise UsageError(f"{flag} must not be negative, got {seconds:g}")
+        if name == "poll_interval" and seconds == 0:
+            raise UsageError(f"{flag} must be above 0")
 
 
 def _percentile(sorted_values: Sequence[float], fraction: float) -> float:

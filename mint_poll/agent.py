@@ -70,6 +70,7 @@ from mint_poll.api import (
     STDOUT_NAME,
     ApiRefusal,
     OutgoingResult,
+    PollAnswer,
     RemoteSideApi,
     UnknownCalculation,
 )
@@ -84,6 +85,7 @@ from mint_poll.batch import (
     make_scheduler,
 )
 from mint_poll.config import CommandSpec, PollConfig
+from mint_poll.metrics import PollMetrics
 from mint_poll.mime import mime_words
 from mint_poll.pacing import Pacer
 from mint_poll.runner import RunResult, child_environment, kill_leftover_group, run_command_in
@@ -159,8 +161,11 @@ class Agent:
         *,
         stop: Optional[threading.Event] = None,
         rng: Optional[random.Random] = None,
+        metrics: Optional[PollMetrics] = None,
     ) -> None:
         self.config = config
+        # Always recorded (a dictionary update each); served or written only when asked for.
+        self.metrics = metrics if metrics is not None else PollMetrics()
         self.api = api
         self.store = store
         self.stop = stop if stop is not None else threading.Event()
@@ -177,13 +182,15 @@ class Agent:
         self._failures: dict[str, tuple[str, int]] = {}
         self._quarantined: dict[str, str] = {}
         self._batch_runners: dict[str, BatchRunner] = {}
+        #: Calculations whose batch job is submitted and has not ended (for the metrics).
+        self._jobs: set[str] = set()
 
     # ---- polling ---------------------------------------------------------------------------
 
     def poll_once(self) -> PollOutcome:
         """Ask for one calculation; if there is one, take it through the whole sequence."""
         self.beat("polling")
-        answer = self.api.calc_request(self.config.site_id)
+        answer = self._request()
         if answer.accept_id is None:
             if answer.unknown_site:
                 log.error(
@@ -207,6 +214,16 @@ class Agent:
                 None, f"calculation {shown_id(accept_id)}: {self._error_of(accept_id)}"
             )
         return PollOutcome(record, _summary(record))
+
+    def _request(self) -> PollAnswer:
+        """calc-request, counted for the metrics."""
+        try:
+            answer = self.api.calc_request(self.config.site_id)
+        except Exception:
+            self.metrics.poll(ok=False)
+            raise
+        self.metrics.poll(ok=not answer.unknown_site)
+        return answer
 
     def _take(self, accept_id: str) -> CalcRecord:
         """Accept an offer, unless the calculation is quarantined: then only report it."""
@@ -234,12 +251,15 @@ class Agent:
         """Run the work on one calculation; an unexpected error is noted against it (and may
         quarantine it) instead of ending the loop. Faults of the surroundings propagate."""
         try:
-            return work()
+            record = work()
         except (UnknownSiteError, *NOT_THE_CALCULATIONS_FAULT):
             raise
         except Exception as exc:
             self._calc_failed(accept_id, exc)
             return None
+        if record.terminal:
+            self.metrics.ended(record)
+        return record
 
     def _calc_failed(self, accept_id: str, exc: Exception) -> None:
         error = describe_error(exc)
@@ -380,7 +400,7 @@ class Agent:
             return False, error
 
     def _poll_into_worker(self, workers: list[threading.Thread]) -> bool:
-        answer = self.api.calc_request(self.config.site_id)
+        answer = self._request()
         if answer.accept_id is None:
             if answer.unknown_site:
                 log.error(
@@ -482,6 +502,7 @@ class Agent:
             return record
         except MintError as exc:
             return self._broken_transfer(record, exc)
+        self.metrics.received_files(info.parameter_files)
         record.workdir = str(_publish(staging, workdir))
         record.command = info.command
         record.parameters = info.parameters
@@ -652,7 +673,9 @@ class Agent:
             self.api.calc_end(aid, site, result)
             self._done(record, Step.ENDED)
         if record.step == Step.ENDED:
-            self.api.send_results(aid, site, self._outgoing(record))
+            outgoing = self._outgoing(record)
+            self.api.send_results(aid, site, outgoing)
+            self.metrics.sent_files(outgoing)
             self._done(record, Step.SENT)
         if record.step == Step.SENT:
             self.api.end_send(aid, site)
@@ -811,6 +834,7 @@ class Agent:
                 save=functools.partial(self._save_job, record),
             )
         except BatchRefused as exc:
+            self._job_ended(record.accept_id)
             record.batch_job = None
             record.outcome, record.reason = ABNORMAL, exc.message
             self.store.save(record)
@@ -819,6 +843,14 @@ class Agent:
     def _save_job(self, record: CalcRecord, job: BatchJob) -> None:
         record.batch_job = job
         self.store.save(record)
+        with self._lock:
+            self._jobs.add(record.accept_id)
+            self.metrics.jobs_in_flight.set(len(self._jobs))
+
+    def _job_ended(self, accept_id: str) -> None:
+        with self._lock:
+            self._jobs.discard(accept_id)
+            self.metrics.jobs_in_flight.set(len(self._jobs))
 
     def _watch(
         self, record: CalcRecord, settings: BatchSettings, until: Callable[[JobView], bool]
@@ -866,6 +898,7 @@ class Agent:
                 _write_refusal(workdir, record.reason or "the job was not submitted")
                 return ABNORMAL, record.reason
         view = self._watch(record, settings, lambda v: v.done)
+        self._job_ended(record.accept_id)
         record.exit_status = view.exit_status
         if view.state is JobState.FINISHED and view.exit_status == 0:
             return COMPLETED, None
@@ -1006,7 +1039,13 @@ def _summary(record: CalcRecord) -> str:
     return f"calculation {name}: {record.step}: {record.message or ''}".rstrip(": ")
 
 
-def build_agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> Agent:
+def build_agent(
+    config: PollConfig,
+    stop: threading.Event,
+    *,
+    daemon: bool,
+    metrics: Optional[PollMetrics] = None,
+) -> Agent:
     """The agent of `run`/`once`/`legacy`, with its start-up log lines (the effective
     configuration at INFO for a daemon, else only with -v).
 
@@ -1031,7 +1070,7 @@ def build_agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> A
     )
     store = CalcStore(config.state_dir)
     store.ensure()
-    agent = Agent(config, api, store, stop=stop)
+    agent = Agent(config, api, store, stop=stop, metrics=metrics)
     pause.on_wait = lambda: agent.beat(RETRYING)
     return agent
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mint_common.signals import GracefulStop
     from mint_poll.agent import Agent
     from mint_poll.config import PollConfig
+    from mint_poll.metrics import PollMetrics
 
 log = logging.getLogger("mint-poll")
 
@@ -66,10 +67,16 @@ def _load_with_state(cli: Optional[Mapping[str, Any]] = None) -> PollConfig:
     return config
 
 
-def _agent(config: PollConfig, stop: threading.Event, *, daemon: bool) -> Agent:
+def _agent(
+    config: PollConfig,
+    stop: threading.Event,
+    *,
+    daemon: bool,
+    metrics: Optional[PollMetrics] = None,
+) -> Agent:
     from mint_poll.agent import build_agent
 
-    return build_agent(config, stop, daemon=daemon)
+    return build_agent(config, stop, daemon=daemon, metrics=metrics)
 
 
 @contextlib.contextmanager
@@ -92,18 +99,31 @@ def _one_shot_stop() -> Iterator[GracefulStop]:
 
 def _run_forever(config: PollConfig) -> None:
     from mint_common.files import SingleInstanceLock
+    from mint_common.metrics import serving
     from mint_common.signals import GracefulStop
+    from mint_poll.metrics import for_run
     from mint_poll.state import CalcStore
 
+    metrics = for_run(config, daemon=True)
     with SingleInstanceLock(CalcStore(config.state_dir).lock_path), GracefulStop() as stop:
-        agent = _agent(config, stop.stop_requested, daemon=True)
-        agent.run_forever()
+        agent = _agent(config, stop.stop_requested, daemon=True, metrics=metrics)
+        with serving(
+            None if metrics is None else metrics.metrics,
+            port=config.metrics_port,
+            address=config.metrics_address,
+        ):
+            agent.run_forever()
     log.info("stopped")
 
 
 @main.command()
 @common_options
-def run() -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve Prometheus metrics on this port (config 'metrics_port'; see docs/metrics.md).",
+)
+def run(metrics_port: Optional[int]) -> None:
     """Poll forever and run each calculation (for a systemd Type=simple service).
 
     Polls every poll_interval (with jitter). Network faults are retried
@@ -117,8 +137,10 @@ def run() -> None:
     With `runner: slurm` or `pbs` each calculation is a batch job, up to
     max_parallel in flight (default 16); a stop leaves the jobs running and
     the next start follows them (`batch.cancel_on_stop: true` cancels them).
+    With --metrics-port (or metrics_port), Prometheus metrics are served on
+    http://127.0.0.1:PORT/metrics (metrics_address to listen elsewhere).
     """
-    _run_forever(_load_with_state())
+    _run_forever(_load_with_state({"metrics_port": metrics_port}))
 
 
 @main.command()
@@ -135,17 +157,22 @@ def once(as_json: bool) -> None:
     128 + N after signal N (a running command gets stop_grace, what exists is
     delivered; a retry pause is cut short). With a batch runner it follows the
     jobs an earlier run left, then submits, waits for the job and delivers.
+    With metrics_textfile set, the run's metrics are added to running totals and
+    written there for node_exporter's textfile collector.
     """
     from mint_common.files import SingleInstanceLock
+    from mint_poll.metrics import for_run, textfile_written
     from mint_poll.state import CalcStore
 
     config = _load_with_state()
+    metrics = for_run(config, daemon=False)
     with SingleInstanceLock(CalcStore(config.state_dir).lock_path), _one_shot_stop() as stop:
-        agent = _agent(config, stop.stop_requested, daemon=False)
-        agent.prune_if_due()
-        handled = agent.resume_unfinished()
-        outcome = agent.poll_once()
-        agent.beat("idle")
+        agent = _agent(config, stop.stop_requested, daemon=False, metrics=metrics)
+        with textfile_written(metrics, config):
+            agent.prune_if_due()
+            handled = agent.resume_unfinished()
+            outcome = agent.poll_once()
+            agent.beat("idle")
     records = [*handled, *([outcome.record] if outcome.record else [])]
     if as_json:
         from mint_common.output import emit_json

@@ -339,6 +339,11 @@ def clean(bucket: Optional[str], force: bool, prefix: str) -> None:
     type=DURATION,
     help="Time between two runs with --watch (config 'watch_interval', default 1m).",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="With --watch, serve Prometheus metrics on this port (config 'metrics_port').",
+)
 @json_option
 def dispatch(
     bucket: Optional[str],
@@ -346,6 +351,7 @@ def dispatch(
     sbatch: Optional[str],
     watch: bool,
     poll_interval: Optional[float],
+    metrics_port: Optional[int],
     as_json: bool,
 ) -> None:
     """Submit every new FILE_UPLOAD job to Slurm, each exactly once (replaces the
@@ -355,15 +361,28 @@ def dispatch(
     --watch for a systemd service. Exit 69 when slurmctld could not be reached
     (the jobs stay FILE_UPLOAD for the next run), 1 when a job became JOB_ERROR.
     With --watch, SIGTERM or SIGINT finishes the current run and exits 0.
+
+    Metrics (docs/metrics.md): with --watch and --metrics-port (or metrics_port) they
+    are served on http://127.0.0.1:PORT/metrics; a one-shot run with metrics_textfile
+    adds its counts to running totals and writes them there for node_exporter.
     """
     from mint_s3job.dispatch import Dispatcher, DispatchReport
     from mint_s3job.dispatch import watch as watch_loop
     from mint_s3job.layout import State
+    from mint_s3job.metrics import dispatch_once, for_dispatch
     from mint_s3job.slurm import SlurmCommands
 
+    if metrics_port is not None and not watch:
+        raise click.UsageError("--metrics-port needs --watch (a one-shot run serves nothing)")
     config = _config(
-        daemon=watch, bucket=bucket, workdir=workdir, sbatch=sbatch, watch_interval=poll_interval
+        daemon=watch,
+        bucket=bucket,
+        workdir=workdir,
+        sbatch=sbatch,
+        watch_interval=poll_interval,
+        metrics_port=metrics_port,
     )
+    metrics = for_dispatch(config, watch=watch)
     scheduler = SlurmCommands(
         config.sbatch, config.scancel, config.command_timeout, config.sbatch_args
     )
@@ -385,9 +404,9 @@ def dispatch(
             click.echo(f"{prefix}\tRETRY\t{reason}")
 
     if watch:
-        watch_loop(dispatcher, config.watch_interval, on_report=show)
+        watch_loop(dispatcher, config.watch_interval, on_report=show, metrics=metrics)
     else:
-        report = dispatcher.run_once()
+        report = dispatch_once(dispatcher, metrics)
         show(report)
         # Slurm being unreachable is the operator's problem, job errors are the users'.
         if report.waiting:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from mint_common.errors import ConfigError
+from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, check_textfile
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
 
@@ -59,6 +60,11 @@ class S3JobConfig:
     claim_stale_after: Duration = field(default=Duration(900), metadata=_POSITIVE)
     # A job whose preparation fails the same way this many runs in a row becomes JOB_ERROR.
     quarantine_after: int = field(default=3, metadata={"min": 1})
+    # Prometheus metrics (docs/metrics.md): `dispatch --watch` serves them on
+    # metrics_address:metrics_port; a one-shot `dispatch` writes them to metrics_textfile.
+    metrics_port: Optional[int] = field(default=None, metadata=PORT_RANGE)
+    metrics_address: str = DEFAULT_ADDRESS
+    metrics_textfile: Optional[Path] = None
     # On-premises: `wait --poll-interval`.
     poll_interval: Duration = field(default=Duration(10), metadata=_POSITIVE)
 
@@ -73,6 +79,9 @@ class S3JobConfig:
         )
         if self.retry == default_retry():
             object.__setattr__(self, "retry", replace(self.retry, max_attempts=self.retries + 1))
+
+    def validate(self) -> None:
+        check_textfile(self.metrics_textfile)
 
     def require_bucket(self) -> str:
         if not self.bucket:

@@ -39,12 +39,14 @@ from mint_common.errors import (
 )
 from mint_common.files import JsonState, check_relative_name, safe_join
 from mint_common.heartbeat import Heartbeat
+from mint_common.metrics import serving
 from mint_common.signals import GracefulStop
 from mint_common.timeutil import now_iso
 from mint_s3job import jobdir, layout
 from mint_s3job.config import S3JobConfig
 from mint_s3job.layout import State
 from mint_s3job.manifest import ManifestEntry, parse_manifest, sha256_file
+from mint_s3job.metrics import DispatchMetrics
 from mint_s3job.slurm import Outcome, SbatchResult, Scheduler, job_comment
 from mint_s3job.store import ObjectInfo, ObjectStore
 
@@ -70,6 +72,8 @@ class DispatchReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     examined: int = 0
     full_scan: bool = False
+    # Seconds from the write of each submitted job's FILE_UPLOAD state object to its sbatch.
+    dispatch_latency_s: dict[str, float] = field(default_factory=dict)
 
 
 def describe(exc: BaseException) -> str:
@@ -491,6 +495,7 @@ class Dispatcher:
         report: DispatchReport,
     ) -> None:
         comment = job_comment(prefix, submission["token"])
+        called = self.clock()
         try:
             result = self.scheduler.submit(layout.JOB_SCRIPT, job_dir, comment)
         except UnavailableError as exc:
@@ -511,6 +516,7 @@ class Dispatcher:
             self._fail(prefix, stat.etag, result.reason or "sbatch failed", report, written=True)
             return
         self._submitted(prefix, stat.etag, result.job_id, report)
+        report.dispatch_latency_s[prefix] = max(0.0, called - stat.last_modified.timestamp())
 
     def _submission(self, prefix: str, stat: ObjectInfo) -> dict[str, Any]:
         """This submission's comment token: the earlier one while an attempt whose outcome
@@ -732,19 +738,30 @@ def watch(
     *,
     on_report: Callable[[DispatchReport], None],
     max_runs: Optional[int] = None,
+    metrics: Optional[DispatchMetrics] = None,
 ) -> None:
     """Check the configuration, then dispatch every `interval` seconds until SIGTERM/SIGINT.
 
     A stop asked for during the checks or a run ends the loop after them (a daemon asked
     to stop exits 0). Whatever one run throws is logged and recorded in the heartbeat,
     and the next run comes (a second signal's SystemExit is no Exception, so it still
-    ends the loop)."""
+    ends the loop). With `metrics`, they are served on the configured port meanwhile."""
     runs = 0
-    with GracefulStop() as stop:
+    config = dispatcher.config
+    with (
+        GracefulStop() as stop,
+        serving(
+            None if metrics is None else metrics.metrics,
+            port=config.metrics_port,
+            address=config.metrics_address,
+        ),
+    ):
         dispatcher.preflight()
         while not stop.stop_requested.is_set():
+            report: Optional[DispatchReport] = None
             try:
-                on_report(dispatcher.run_once())
+                report = dispatcher.run_once()
+                on_report(report)
             except Exception as exc:
                 log.error(
                     "dispatch run failed: %s; next try in %g s",
@@ -753,6 +770,8 @@ def watch(
                     exc_info=log.isEnabledFor(logging.DEBUG),
                 )
                 _note_error(dispatcher, describe(exc))
+            if metrics is not None:
+                metrics.record(report, dispatcher.clock())
             runs += 1
             if max_runs is not None and runs >= max_runs:
                 return

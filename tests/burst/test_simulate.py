@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mint_burst.simulate import parse_sacct, simulate
-from mint_common.errors import InputError
+from mint_common.errors import InputError, UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -98,3 +98,25 @@ def test_example_traces_replay_completely(name: str) -> None:
     result = simulate(jobs, policy="ours")
     assert result.jobs == len(jobs) and result.jobs_killed == 0
     assert result.max_nodes <= 16
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"poll_interval": 0.0}, "--poll-interval must be above 0"),
+        ({"idle_timeout": -5.0}, "--idle-timeout must not be negative, got -5"),
+        ({"boot_time": -1.0}, "--boot-time must not be negative"),
+    ],
+    ids=["zero-poll", "negative-idle", "negative-boot"],
+)
+def test_settings_that_would_stall_or_make_no_sense_are_refused(
+    settings: dict[str, float], message: str
+) -> None:
+    jobs = parse_sacct(sacct_line("1", 0, 60))
+    with pytest.raises(UsageError, match=message):
+        simulate(jobs, policy="ours", **settings)
+
+
+def test_a_zero_idle_timeout_is_a_valid_setting() -> None:
+    jobs = parse_sacct(sacct_line("1", 0, 600))
+    assert simulate(jobs, policy="ours", idle_timeout=0.0).jobs == 1
