@@ -596,9 +596,15 @@ def redacted_view(config: Any) -> dict[str, Any]:
 def check_range(value: Any, metadata: Mapping[str, Any], *, source: str, key: str) -> None:
     """Apply a field's range metadata (`min`, `max`, `above`) to a value, naming its source.
 
-    `field(metadata={"above": 0})` means greater than 0; `{"min": 0}` means 0 or more.
+    `field(metadata={"above": 0})` means greater than 0; `{"min": 0}` means 0 or more; for
+    a path, `{"suffix": ".prom", "suffix_why": "..."}` is the ending it must have.
     None (an optional setting left unset) passes.
     """
+    if isinstance(value, Path) and "suffix" in metadata and value.suffix != metadata["suffix"]:
+        raise ConfigError(
+            f"{source}: key {key!r}: {value} does not end in {metadata['suffix']}"
+            + (f", so {metadata['suffix_why']}" if "suffix_why" in metadata else "")
+        )
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     shown = f"{value:g}" if isinstance(value, float) else str(value)

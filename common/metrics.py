@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from mint_common.errors import ConfigError, MintError
+from mint_common.errors import MintError
 from mint_common.extras import require_extra
 from mint_common.files import JsonState, atomic_write
 
@@ -39,6 +39,11 @@ PORT_RANGE = {"min": 0, "max": 65535}
 DEFAULT_ADDRESS = "127.0.0.1"
 # node_exporter's textfile collector reads *.prom only; it runs as its own user.
 TEXTFILE_SUFFIX = ".prom"
+#: Field metadata for a `metrics_textfile` setting: the collector reads only `.prom` files.
+TEXTFILE_FIELD = {
+    "suffix": TEXTFILE_SUFFIX,
+    "suffix_why": "node_exporter's textfile collector would not read it",
+}
 TEXTFILE_MODE = 0o644
 TOTALS_VERSION = 1
 
@@ -49,15 +54,6 @@ LabelValues = tuple[str, ...]
 def require_metrics(tool: str) -> None:
     """Exit 69 naming `pip install 'mint-tools[metrics]'` when prometheus_client is absent."""
     require_extra(tool, "metrics", ("prometheus_client",))
-
-
-def check_textfile(path: Optional[Path]) -> None:
-    """A `metrics_textfile` the collector would never read is a configuration mistake (78)."""
-    if path is not None and path.suffix != TEXTFILE_SUFFIX:
-        raise ConfigError(
-            f"key 'metrics_textfile': {path} does not end in {TEXTFILE_SUFFIX}, so"
-            " node_exporter's textfile collector would not read it"
-        )
 
 
 def tool_version() -> str:

@@ -17,7 +17,7 @@ from mint_burst.model import Host
 from mint_burst.policy import PolicySettings
 from mint_common.config import tool_state_dir
 from mint_common.errors import ConfigError
-from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, check_textfile
+from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, TEXTFILE_FIELD
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
 
@@ -106,10 +106,9 @@ class BurstConfig:
     # `once` writes them to metrics_textfile for node_exporter's textfile collector.
     metrics_port: Optional[int] = field(default=None, metadata=PORT_RANGE)
     metrics_address: str = DEFAULT_ADDRESS
-    metrics_textfile: Optional[Path] = None
+    metrics_textfile: Optional[Path] = field(default=None, metadata=TEXTFILE_FIELD)
 
     def validate(self) -> None:
-        check_textfile(self.metrics_textfile)
         if self.nfs_mount_point is not None and ":" not in self.nfs_mount_point:
             raise ConfigError(
                 f"key 'nfs_mount_point' (NFS_MOUNT_POINT): expected server:/directory,"

@@ -82,6 +82,7 @@ from mint_poll.batch import (
     JobState,
     JobView,
     RunnerKind,
+    check_queue,
     make_scheduler,
 )
 from mint_poll.config import CommandSpec, PollConfig
@@ -1077,7 +1078,8 @@ def build_agent(
 
 def startup_checks(config: PollConfig) -> None:
     """Configuration mistakes found before the loop (ConfigError, exit 78): a command whose
-    program is missing or not executable, a calc_base that cannot be made or written."""
+    program is missing or not executable, a calc_base that cannot be made or written, a
+    batch partition or queue the scheduler does not have."""
     problems = config.command_problems()
     if problems:
         raise ConfigError(
@@ -1092,6 +1094,25 @@ def startup_checks(config: PollConfig) -> None:
             f"calc_base {config.calc_base} cannot be used: {exc.strerror}",
             hint="set calc_base to a directory this user can write",
         ) from exc
+    _check_batch_queues(config)
+
+
+def _check_batch_queues(config: PollConfig) -> None:
+    """Every partition / queue a command's jobs go to exists (ConfigError, 78): a typo would
+    otherwise have each calculation taken and refused by sbatch. A scheduler that does not
+    answer now is no reason not to start (its jobs keep running): logged, and polling begins."""
+    distinct: dict[tuple[str, Optional[str]], BatchSettings] = {}
+    for command in sorted(config.commands):
+        settings = config.batch_for(command)
+        if settings is not None:
+            distinct.setdefault((settings.runner, settings.partition), settings)
+    for settings in distinct.values():
+        try:
+            check_queue(make_scheduler(settings), settings)
+        except UnavailableError as exc:
+            log.warning(
+                "cannot ask %s about its queue now (%s); starting anyway", settings.runner, exc
+            )
 
 
 def describe_error(exc: BaseException) -> str:

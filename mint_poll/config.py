@@ -26,7 +26,7 @@ from mint_common.config import (
     tool_state_dir,
 )
 from mint_common.errors import ConfigError
-from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, check_textfile
+from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, TEXTFILE_FIELD
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration, parse_duration
 from mint_poll.batch import DEFAULT_MAX_IN_FLIGHT, BatchOverride, BatchSettings, RunnerKind
@@ -162,7 +162,7 @@ class PollConfig:
     # `once` writes them to metrics_textfile for node_exporter's textfile collector.
     metrics_port: Optional[int] = field(default=None, metadata=PORT_RANGE)
     metrics_address: str = DEFAULT_ADDRESS
-    metrics_textfile: Optional[Path] = None
+    metrics_textfile: Optional[Path] = field(default=None, metadata=TEXTFILE_FIELD)
 
     def __post_init__(self) -> None:
         if self.batch.runner not in ("local", self.runner):
@@ -176,7 +176,6 @@ class PollConfig:
             object.__setattr__(self, "max_parallel", default)
 
     def validate(self) -> None:
-        check_textfile(self.metrics_textfile)
         if not _SITE_ID.match(self.site_id):
             raise ConfigError(
                 f"site_id {self.site_id!r} is not a plain identifier (letters, digits, '.', '_',"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from mint_common.errors import ConfigError
-from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, check_textfile
+from mint_common.metrics import DEFAULT_ADDRESS, PORT_RANGE, TEXTFILE_FIELD
 from mint_common.retry import RetryPolicy
 from mint_common.timeutil import Duration
 
@@ -64,7 +64,7 @@ class S3JobConfig:
     # metrics_address:metrics_port; a one-shot `dispatch` writes them to metrics_textfile.
     metrics_port: Optional[int] = field(default=None, metadata=PORT_RANGE)
     metrics_address: str = DEFAULT_ADDRESS
-    metrics_textfile: Optional[Path] = None
+    metrics_textfile: Optional[Path] = field(default=None, metadata=TEXTFILE_FIELD)
     # On-premises: `wait --poll-interval`.
     poll_interval: Duration = field(default=Duration(10), metadata=_POSITIVE)
 
@@ -79,9 +79,6 @@ class S3JobConfig:
         )
         if self.retry == default_retry():
             object.__setattr__(self, "retry", replace(self.retry, max_attempts=self.retries + 1))
-
-    def validate(self) -> None:
-        check_textfile(self.metrics_textfile)
 
     def require_bucket(self) -> str:
         if not self.bucket:

@@ -7,6 +7,7 @@ Every exposition is read back with prometheus_client's own parser, as Prometheus
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -21,17 +22,18 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
+from mint_common.config import load_config
 from mint_common.errors import ConfigError, MissingExtraError
 from mint_common.metrics import (
+    TEXTFILE_FIELD,
     Counter,
     Gauge,
     Histogram,
     Metrics,
-    check_textfile,
     require_metrics,
     serving,
     tool_version,
@@ -300,11 +302,29 @@ def test_a_textfile_that_cannot_be_written_is_logged_not_raised(
     assert f"cannot write the metrics file {blocker / 'test.prom'}" in caplog.text
 
 
-def test_a_textfile_name_the_collector_ignores_is_a_config_error() -> None:
-    check_textfile(Path("/var/lib/node_exporter/mint.prom"))
-    check_textfile(None)
-    with pytest.raises(ConfigError, match=r"does not end in \.prom"):
-        check_textfile(Path("/var/lib/node_exporter/mint.txt"))
+@dataclasses.dataclass(frozen=True)
+class WithTextfile:
+    metrics_textfile: Optional[Path] = dataclasses.field(default=None, metadata=TEXTFILE_FIELD)
+
+
+def test_a_textfile_name_the_collector_ignores_is_a_config_error_naming_its_source(
+    tmp_path: Path,
+) -> None:
+    def load(env: dict[str, str]) -> WithTextfile:
+        return load_config(
+            WithTextfile, "mint-demo", environ=env, system_dir=tmp_path, user_dir=tmp_path
+        )
+
+    good = load({"MINT_DEMO_METRICS_TEXTFILE": "/var/lib/node_exporter/mint.prom"})
+    assert good.metrics_textfile == Path("/var/lib/node_exporter/mint.prom")
+    assert load({}).metrics_textfile is None
+    with pytest.raises(ConfigError) as caught:
+        load({"MINT_DEMO_METRICS_TEXTFILE": "/var/lib/node_exporter/mint.txt"})
+    assert str(caught.value) == (
+        "environment variable MINT_DEMO_METRICS_TEXTFILE: key 'metrics_textfile':"
+        " /var/lib/node_exporter/mint.txt does not end in .prom, so node_exporter's textfile"
+        " collector would not read it"
+    )
 
 
 def test_without_prometheus_client_the_message_names_the_extra(

@@ -265,3 +265,10 @@ def test_scheduler_kills_our_limit_sigterm_once_and_check(
     assert checked.returncode == 1
     assert rows["partition"]["status"] == "fail" and "nosuch" in rows["partition"]["detail"]
     assert rows["shared_dir"]["status"] == "skip"
+    # The same typo stops `once` and `run` at start (78) before any calculation is taken.
+    waiting = register(workflow, tmp_path, command="sh")
+    for command in ("once", "run"):
+        refused = poll(site.config, command, timeout=WAIT)
+        assert refused.returncode == 78, refused.stderr
+        assert "Slurm has no partition 'nosuch'" in refused.stderr
+    assert workflow.calc_progress(waiting) == "not start"
