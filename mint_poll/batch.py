@@ -574,7 +574,8 @@ class BatchRunner:
         job.last_state = sighting.state
         job.last_reason = sighting.reason or None
         job.node = sighting.node or job.node
-        if sighting.started_epoch is not None and sighting.phase is Phase.RUNNING:
+        # A job that ended before the first look still has the scheduler's start time.
+        if sighting.started_epoch is not None and sighting.phase in (Phase.RUNNING, Phase.ENDED):
             job.started_at = iso_from_epoch(sighting.started_epoch)
 
     def _gone(self, job: BatchJob, sighting: Optional[Sighting], save: Save) -> JobView:

@@ -84,7 +84,8 @@ def job_cells(record: CalcRecord, now: Optional[float] = None) -> tuple[str, str
     if job is None:
         return ("", "", "", "")
     queued = ""
-    if job.submitted_at:
+    # A job never seen starting that is over has no known time in queue (not "until now").
+    if job.submitted_at and (job.started_at or not record.terminal):
         until = epoch_from_iso(job.started_at) if job.started_at else (now or time.time())
         queued = format_duration(max(0, math.floor(until - epoch_from_iso(job.submitted_at))))
     return (job.job_id or "(submitting)", job.last_state or "", job.last_reason or "", queued)

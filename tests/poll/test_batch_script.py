@@ -19,6 +19,7 @@ import pytest
 
 from mint_common.errors import ConfigError, UnavailableError
 from mint_common.proc import CommandResult
+from mint_common.timeutil import epoch_from_iso
 from mint_poll.batch import (
     STARTED_NAME,
     STATUS_NAME,
@@ -297,6 +298,22 @@ def test_ended_job_waits_for_its_status_file_then_finishes(tmp_path: Path) -> No
     assert (view.state, view.exit_status) == (JobState.FINISHED, 3)
 
 
+def test_a_job_that_ended_before_the_first_look_keeps_the_schedulers_start(
+    tmp_path: Path,
+) -> None:
+    scheduler = Scripted()
+    clock = Clock()
+    runner = runner_for(scheduler, clock)
+    job = submit(runner, tmp_path, [])
+    start = clock.now + 1
+    scheduler.jobs["1"] = Sighting("1", job.name, Phase.ENDED, "COMPLETED", started_epoch=start)
+    (tmp_path / STATUS_NAME).write_text("0\n")
+    clock.now += 20
+    view = runner.poll(job, lambda j: None)
+    assert (view.state, view.exit_status) == (JobState.FINISHED, 0)
+    assert job.started_at is not None and epoch_from_iso(job.started_at) == start
+
+
 def test_ended_job_without_status_file_vanishes_after_the_grace(tmp_path: Path) -> None:
     scheduler = Scripted()
     clock = Clock()
@@ -378,3 +395,19 @@ def test_squeue_name_with_separators_and_bad_times_is_read() -> None:
     assert (sighting.job_id, sighting.name, sighting.reason) == ("5", "mint|poll|x", "Resources")
     assert (sighting.submitted_epoch, sighting.started_epoch, sighting.node) == (None, None, "")
     assert sighting.phase is Phase.QUEUED
+
+
+def test_time_in_queue_stops_at_the_start_and_is_unknown_for_an_ended_unseen_job() -> None:
+    from mint_poll.state import CalcRecord, Step
+    from mint_poll.status import job_cells
+
+    job = BatchJob("slurm", "mint-poll-c1-x", "/w", ["sbatch"], job_id="4")
+    job.submitted_at = "2026-11-30T02:05:51+00:00"
+    record = CalcRecord("c1", "s", "/w", "/s", step=Step.DONE, batch_job=job)
+    later = epoch_from_iso("2026-11-30T03:00:00+00:00")
+    assert job_cells(record, now=later)[3] == ""
+    job.started_at = "2026-11-30T02:05:52+00:00"
+    assert job_cells(record, now=later)[3] == "1s"
+    running = CalcRecord("c2", "s", "/w", "/s", step=Step.STARTED, batch_job=job)
+    job.started_at = None
+    assert job_cells(running, now=epoch_from_iso("2026-11-30T02:06:51+00:00"))[3] == "1m"
