@@ -76,6 +76,8 @@ STARTED_NAME = ".mint-poll-job.started"
 JOB_OUTPUT_NAME = ".mint-poll-job.out"
 #: How long a scheduler command may take before the scheduler counts as unreachable.
 COMMAND_TIMEOUT = 30.0
+#: The most a scheduler command may print before its answer is refused.
+COMMAND_MAX_OUTPUT = 1024 * 1024
 #: After a normal end, how long the exit-status file may take to show on a shared filesystem.
 STATUS_GRACE = 60.0
 JOB_NAME_PREFIX = "mint-poll-"
@@ -363,6 +365,17 @@ def _started_by(workdir: Path) -> Optional[str]:
         return (marker / "job").read_text(encoding="utf-8", errors="replace").strip()[:64]
     except OSError:
         return ""
+
+
+class SchedulerCommands:
+    """What the Slurm and PBS adapters share: their commands run with a timeout and a cap
+    on what they may print."""
+
+    def __init__(self, timeout: float = COMMAND_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    def _run(self, *argv: str) -> CommandResult:
+        return run_command(argv, timeout=self.timeout, max_output=COMMAND_MAX_OUTPUT)
 
 
 class BatchRunner:

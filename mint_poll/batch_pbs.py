@@ -30,17 +30,16 @@ from pathlib import Path
 from typing import Optional
 
 from mint_common.errors import ConfigError, UnavailableError
-from mint_common.proc import CommandResult, run_command
+from mint_common.proc import CommandResult
 from mint_poll.batch import (
-    COMMAND_TIMEOUT,
     JOB_OUTPUT_NAME,
     Phase,
+    SchedulerCommands,
     Sighting,
     Submission,
     walltime,
 )
 
-MAX_OUTPUT = 1024 * 1024
 QUEUED = frozenset("QHWT")
 RUNNING = frozenset("RESBU")
 _JOB_ID = re.compile(r"^[0-9]+(?:\[[0-9]*\])?(?:\.[A-Za-z0-9._-]+)?$")
@@ -120,16 +119,10 @@ def parse_qsub(result: CommandResult) -> Submission:
     return Submission(None, refused=True, message=result.tail() or result.describe())
 
 
-class PbsBatch:
+class PbsBatch(SchedulerCommands):
     """The PBS commands found on PATH, each with a timeout."""
 
     kind = "pbs"
-
-    def __init__(self, timeout: float = COMMAND_TIMEOUT) -> None:
-        self.timeout = timeout
-
-    def _run(self, *argv: str) -> CommandResult:
-        return run_command(argv, timeout=self.timeout, max_output=MAX_OUTPUT)
 
     def submit_argv(
         self,

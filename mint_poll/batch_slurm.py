@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Optional
 
 from mint_common.errors import ConfigError, UnavailableError
-from mint_common.proc import CommandResult, run_command
+from mint_common.proc import CommandResult
 from mint_poll.batch import (
-    COMMAND_TIMEOUT,
     JOB_OUTPUT_NAME,
     Phase,
+    SchedulerCommands,
     Sighting,
     Submission,
     slurm_minutes,
@@ -39,7 +39,6 @@ from mint_poll.batch import (
 
 SQUEUE_FORMAT = "%i|%T|%r|%V|%S|%N|%j"
 #: The most an squeue answer about our own jobs may print: a few lines are expected.
-MAX_OUTPUT = 1024 * 1024
 QUEUED = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"})
 # Normal ends: the script ran to its end (FAILED: it exited non-zero), so it wrote the file.
 ENDED = frozenset({"COMPLETED", "FAILED"})
@@ -142,16 +141,10 @@ def parse_sbatch(result: CommandResult) -> Submission:
     return Submission(None, refused=True, message=result.tail() or message)
 
 
-class SlurmBatch:
+class SlurmBatch(SchedulerCommands):
     """The Slurm commands found on PATH, each with a timeout."""
 
     kind = "slurm"
-
-    def __init__(self, timeout: float = COMMAND_TIMEOUT) -> None:
-        self.timeout = timeout
-
-    def _run(self, *argv: str) -> CommandResult:
-        return run_command(argv, timeout=self.timeout, max_output=MAX_OUTPUT)
 
     def submit_argv(
         self,
